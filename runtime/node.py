@@ -1,0 +1,650 @@
+"""``Node``: one per process, the home of actors and the door to a transport.
+
+The node keeps a registry of its local actors: a tell or ask to one of them
+goes straight into its mailbox, with no transport and no codec. Anything else
+becomes an envelope published on the transport: tells and asks on the actor's
+subject (each actor subscribes its subject as a queue group of its own name,
+so other nodes reach it), replies on the asker's per-node inbox
+``_INBOX.<node id>.<corr>``, publishes on their topic.
+
+The node composes the lower layers (envelope, codec, subjects, transports)
+with the actor cells; it is the one runtime module that imports ``actors``.
+Its tasks live in one AnyIO task group owned by a runner task, so ``close``
+may be called from any task and leaves nothing running behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from synaptic_mesh.actors.actor import DEFAULT_ASK_TIMEOUT, AgentActor
+from synaptic_mesh.actors.cell import ActorCell, Call
+from synaptic_mesh.actors.mailbox import Mailbox
+from synaptic_mesh.actors.ref import ActorRef
+from synaptic_mesh.runtime import codec
+from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter, describe
+from synaptic_mesh.runtime.envelope import ASK, ERROR, PUBLISH, REPLY, TELL, Envelope
+from synaptic_mesh.runtime.errors import (
+    AskTimeout,
+    DecodeError,
+    MailboxFull,
+    MeshError,
+    NoResponders,
+    RemoteError,
+    TransportClosed,
+)
+from synaptic_mesh.runtime.subjects import validate_pattern, validate_subject
+from synaptic_mesh.runtime.transport_lookup import open_transport
+from synaptic_mesh.transports.base import Frame, Subscription, Transport
+
+log = logging.getLogger("synaptic_mesh.node")
+
+INBOX_PREFIX = "_INBOX"
+SHUTDOWN_TIMEOUT = 5.0
+
+
+@dataclass
+class NodeStats:
+    """Counters of what a node lost or refused; none of it is silent."""
+
+    dead_letters: int = 0
+    late_replies: int = 0
+    failures: int = 0
+    decode_errors: int = 0
+
+
+def _expire(future: asyncio.Future[Any], subject: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(AskTimeout(subject, timeout))
+
+
+class Node:
+    """A process's place in the mesh: spawn actors, talk to any subject.
+
+    ``async with Node(transport="inproc://") as node:`` starts it and closes
+    it; ``close`` stops the actors in reverse spawn order (each gets
+    ``shutdown_timeout`` seconds to finish its message and ``on_stop``), fails
+    pending asks with ``TransportClosed``, drains the outbox, then closes the
+    transport.
+    """
+
+    def __init__(
+        self,
+        transport: str | Transport = "inproc://",
+        *,
+        name: str | None = None,
+        supervise: Any = None,
+        codec_limits: codec.CodecLimits = codec.DEFAULT_LIMITS,
+        outbox_capacity: int = 10_000,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+        transport_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.transport = (
+            transport
+            if isinstance(transport, Transport)
+            else open_transport(transport, **(transport_options or {}))
+        )
+        self.id = f"{name or 'node'}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.name = name or self.id
+        self.supervise = supervise
+        self.codec_limits = codec_limits
+        self.shutdown_timeout = shutdown_timeout
+        self.stats = NodeStats()
+        self.recent_dead_letters: deque[tuple[DeadLetter, Any]] = deque(maxlen=100)
+        self._by_reference = self.transport.capabilities.by_reference
+        self._local: dict[str, ActorCell] = {}
+        self._refs: dict[str, ActorRef] = {}
+        self._pending: dict[str, tuple[asyncio.Future[Any], str, Any]] = {}
+        self._ids = itertools.count(1)
+        self._seq: dict[tuple[str | None, str], int] = {}
+        self._inbox = f"{INBOX_PREFIX}.{self.id}."
+        self._tg: TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stop_runner: anyio.Event | None = None
+        self._spawning = 0
+        self._state = "new"
+        self._outbox = _make_outbox(self, outbox_capacity)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} {self.transport.url} {self._state}>"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start the runner task and the transport, then the supervision tree if any."""
+        if self._state != "new":
+            if self._state == "running":
+                return
+            raise TransportClosed(f"node {self.name} was closed; create a new one")
+        ready = anyio.Event()
+        self._stop_runner = anyio.Event()
+        self._runner = asyncio.get_running_loop().create_task(self._run(ready))
+        await ready.wait()
+        try:
+            await self.transport.start()
+            await self.transport.subscribe(self._inbox + ">", self._on_inbox)
+        except BaseException:
+            self._stop_runner.set()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._state = "closed"
+            raise
+        self._state = "running"
+        if self.supervise is not None:
+            raise NotImplementedError(
+                "supervision trees are not implemented yet; start actors with node.spawn"
+            )
+
+    async def _run(self, ready: anyio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            ready.set()
+            assert self._stop_runner is not None
+            await self._stop_runner.wait()
+            tg.cancel_scope.cancel()
+        self._tg = None
+
+    async def close(self) -> None:
+        """Stop every actor (reverse spawn order), then the transport; idempotent."""
+        if self._state in ("closing", "closed"):
+            while self._state != "closed":
+                await asyncio.sleep(0.001)
+            return
+        if self._state == "new":
+            self._state = "closed"
+            return
+        self._state = "closing"
+        try:
+            for cell in reversed(list(self._local.values())):
+                await self._stop_cell(cell, "node closing", self.shutdown_timeout)
+            for future, _subject, _msg in self._pending.values():
+                if not future.done():
+                    future.set_exception(TransportClosed(f"node {self.name} closed"))
+            self._pending.clear()
+            await self._outbox.drain(self.shutdown_timeout)
+            for subject, _frames, _reply in self._outbox.close():
+                self.stats.dead_letters += 1
+                log.warning("node closing: message to %s was never sent", subject)
+            await self.transport.close()
+        finally:
+            if self._stop_runner is not None:
+                self._stop_runner.set()
+            if self._runner is not None:
+                await asyncio.gather(self._runner, return_exceptions=True)
+            self._state = "closed"
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    def _check_running(self) -> None:
+        if self._state != "running":
+            raise TransportClosed(f"node {self.name} is {self._state}, not running")
+
+    # -- actors ----------------------------------------------------------------
+
+    async def spawn(
+        self,
+        actor_class: type[AgentActor],
+        subject: str,
+        *args: Any,
+        capacity: int | None = None,
+        overflow: Any = None,
+        concurrency: int | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Start ``actor_class(*args, **kwargs)`` at ``subject`` and return its ref.
+
+        Returns once ``on_start`` has finished. Raises ``ActorStartError`` if
+        ``on_start`` raised, ``ValueError`` if the subject is invalid or
+        already served on this node.
+        """
+        self._check_running()
+        validate_subject(subject)
+        if not (isinstance(actor_class, type) and issubclass(actor_class, AgentActor)):
+            raise TypeError(f"{actor_class!r} is not an AgentActor subclass")
+        if subject in self._local:
+            raise ValueError(f"an actor already serves {subject!r} on node {self.name}")
+        cell = ActorCell(
+            self,
+            actor_class,
+            subject,
+            args,
+            kwargs,
+            capacity=capacity,
+            overflow=overflow,
+            concurrency=concurrency,
+        )
+        self._local[subject] = cell
+        self._spawning += 1
+        try:
+            await self._subscribe_cell(cell)
+            assert self._tg is not None
+            await self._tg.start(cell.run)
+        except BaseException:
+            self._spawning -= 1
+            await self._release_cell(cell)
+            raise
+        self._spawning -= 1
+        error = cell.start_error()
+        if error is not None:
+            await cell.done.wait()
+            raise error
+        return self.ref(subject)
+
+    async def _subscribe_cell(self, cell: ActorCell) -> None:
+        cell.subscriptions.append(
+            await self.transport.subscribe(
+                cell.subject, partial(self._on_actor_frames, cell), queue=cell.subject
+            )
+        )
+        for spec in cell.actor_class._mesh_subscriptions:
+            handler = getattr(cell.actor_class, spec.method)
+            cell.subscriptions.append(
+                await self.transport.subscribe(
+                    spec.pattern, partial(self._on_subscribed_frames, cell, handler), spec.queue
+                )
+            )
+
+    async def _release_cell(self, cell: ActorCell) -> None:
+        if self._local.get(cell.subject) is cell:
+            del self._local[cell.subject]
+        subscriptions, cell.subscriptions = cell.subscriptions, []
+        for sub in subscriptions:
+            try:
+                await sub.unsubscribe()
+            except MeshError as exc:
+                log.debug("unsubscribe of %s failed: %s", sub.pattern, exc)
+
+    async def cell_stopped(self, cell: ActorCell) -> None:
+        """Called by a cell after its actor stopped: forget it."""
+        await self._release_cell(cell)
+
+    def ref(self, subject: str) -> ActorRef:
+        """An ``ActorRef`` for ``subject``, local or not (validated, cached)."""
+        ref = self._refs.get(subject)
+        if ref is None:
+            validate_subject(subject)
+            ref = self._refs[subject] = ActorRef(self, subject, self.local_mailbox(subject))
+        return ref
+
+    def local_mailbox(self, subject: str) -> Mailbox | None:
+        """The mailbox of the live local actor at ``subject``, if there is one."""
+        cell = self._local.get(subject)
+        if cell is None or cell.mailbox.closed:
+            return None
+        return cell.mailbox
+
+    def actors(self) -> list[str]:
+        """Subjects of the actors running on this node, in spawn order."""
+        return list(self._local)
+
+    async def stop(self, subject: str, *, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Stop the local actor at ``subject`` after its current message.
+
+        It gets ``timeout`` seconds to finish and run ``on_stop``, then is
+        cancelled. Raises ``LookupError`` if no local actor serves ``subject``.
+        """
+        cell = self._local.get(subject)
+        if cell is None:
+            raise LookupError(f"no local actor at {subject!r} on node {self.name}")
+        await self._stop_cell(cell, "stopped", timeout)
+
+    async def _stop_cell(self, cell: ActorCell, reason: str, timeout: float) -> None:
+        cell.request_stop(reason)
+        with anyio.move_on_after(timeout):
+            await cell.done.wait()
+        if not cell.done.is_set():
+            log.warning("actor %s did not stop within %g s; cancelling it", cell.subject, timeout)
+            if cell.scope is not None:
+                cell.scope.cancel()
+            await cell.done.wait()
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Return once every local actor is started and idle and nothing is in flight.
+
+        Raises ``TimeoutError`` if that does not happen within ``timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = 0.0005
+        while True:
+            if self._idle_now():
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                if self._idle_now():
+                    return
+            if deadline is not None and loop.time() >= deadline:
+                busy = [c.subject for c in self._local.values() if not c.idle]
+                raise TimeoutError(f"node {self.name} not idle after {timeout} s; busy: {busy}")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+    def _idle_now(self) -> bool:
+        return (
+            self._spawning == 0
+            and self._outbox.idle
+            and all(cell.idle or cell.done.is_set() for cell in self._local.values())
+        )
+
+    # -- sending ---------------------------------------------------------------
+
+    def _envelope(
+        self,
+        kind: str,
+        subject: str,
+        body: Any,
+        sender: str | None,
+        reply_to: str | None = None,
+        corr: str | None = None,
+        deadline: float | None = None,
+    ) -> Envelope:
+        key = (sender, subject)
+        seq = self._seq[key] = self._seq.get(key, 0) + 1
+        return Envelope(
+            f"{self.id}.{next(self._ids)}",
+            kind,
+            subject,
+            body,
+            sender=sender,
+            reply_to=reply_to,
+            corr=corr,
+            seq=seq,
+            deadline=deadline,
+        )
+
+    def _frames(self, env: Envelope) -> Sequence[Frame]:
+        if self._by_reference:
+            return (env,)
+        return codec.encode(env, self.codec_limits)
+
+    async def tell(self, subject: str, message: Any, *, sender: str | None = None) -> None:
+        """Send without a reply; waits while a local mailbox or the outbox is full."""
+        cell = self._local.get(subject)
+        if cell is not None and not cell.mailbox.closed:
+            await cell.mailbox.put(message)
+            return
+        self._check_running()
+        env = self._envelope(TELL, subject, message, sender)
+        await self._outbox.send(subject, self._frames(env), None)
+
+    def tell_nowait(self, subject: str, message: Any, *, sender: str | None = None) -> None:
+        """Send without waiting; raises ``MailboxFull`` when the mailbox or outbox is full."""
+        cell = self._local.get(subject)
+        if cell is not None and not cell.mailbox.closed:
+            cell.mailbox.put_nowait(message)
+            return
+        self._check_running()
+        env = self._envelope(TELL, subject, message, sender)
+        self._outbox.send_nowait(subject, self._frames(env), None)
+
+    async def publish(self, topic: str, message: Any, *, sender: str | None = None) -> None:
+        """Publish ``message`` to every subscriber of ``topic`` (through the transport)."""
+        self._check_running()
+        env = self._envelope(PUBLISH, topic, message, sender)
+        await self._outbox.send(topic, self._frames(env), None)
+
+    async def ask(
+        self,
+        subject: str,
+        message: Any,
+        *,
+        timeout: float | None = DEFAULT_ASK_TIMEOUT,
+        sender: str | None = None,
+    ) -> Any:
+        """Send ``message`` to ``subject`` and return the reply.
+
+        Raises ``AskTimeout`` after ``timeout`` seconds, ``NoResponders`` at once
+        when the transport knows nobody serves the subject (the message is also
+        recorded as a dead letter), ``RemoteError`` when the handler raised,
+        ``TransportClosed`` when the node closes first.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        timer = (
+            None if timeout is None else loop.call_later(timeout, _expire, future, subject, timeout)
+        )
+        try:
+            cell = self._local.get(subject)
+            if cell is not None and not cell.mailbox.closed:
+                await cell.mailbox.put(Call(message, future=future, sender=sender))
+                return await future
+            self._check_running()
+            corr = str(next(self._ids))
+            reply_to = self._inbox + corr
+            deadline = None if timeout is None else time.time() + timeout
+            env = self._envelope(ASK, subject, message, sender, reply_to, corr, deadline)
+            self._pending[corr] = (future, subject, message)
+            try:
+                await self._outbox.send(subject, self._frames(env), reply_to)
+                return await future
+            finally:
+                self._pending.pop(corr, None)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def send_reply(self, call: Call, result: Any, error: BaseException | None) -> None:
+        """Reply to an ask that came from another node (called by the cell)."""
+        assert call.reply_to is not None
+        if error is None:
+            env = self._envelope(REPLY, call.reply_to, result, call.subject, corr=call.corr)
+            try:
+                frames = self._frames(env)
+            except (TypeError, ValueError) as exc:
+                error = exc
+            else:
+                await self._send_quietly(call.reply_to, frames)
+                return
+        body = {"type": type(error).__name__, "message": str(error)}
+        env = self._envelope(ERROR, call.reply_to, body, call.subject, corr=call.corr)
+        await self._send_quietly(call.reply_to, self._frames(env))
+
+    async def _send_quietly(self, subject: str, frames: Sequence[Frame]) -> None:
+        try:
+            await self._outbox.send(subject, frames, None)
+        except MeshError as exc:
+            log.warning("could not send reply to %s: %s", subject, exc)
+
+    # -- subscribing -----------------------------------------------------------
+
+    async def subscribe(
+        self,
+        pattern: str,
+        callback: Callable[[Any, str], Awaitable[None]],
+        *,
+        queue: str | None = None,
+    ) -> Subscription:
+        """Call ``await callback(message, subject)`` for each publish matching ``pattern``.
+
+        For code outside actors (tests, taps, bridges); actors use ``@subscribe``.
+        """
+        self._check_running()
+        validate_pattern(pattern)
+
+        async def deliver(subject: str, frames: Sequence[Frame], reply_to: str | None) -> None:
+            env = self._open(subject, frames)
+            if env is not None:
+                try:
+                    await callback(env.body, subject)
+                except Exception:
+                    log.exception("subscriber callback for %s raised", pattern)
+
+        return await self.transport.subscribe(pattern, deliver, queue)
+
+    # -- receiving -------------------------------------------------------------
+
+    def _open(self, subject: str, frames: Sequence[Frame]) -> Envelope | None:
+        """The envelope in ``frames``, or ``None`` after dead-lettering a bad frame."""
+        if frames and type(frames[0]) is Envelope:
+            return frames[0]
+        if not frames:
+            self.dead_letter("empty message (no frames)", subject)
+            return None
+        try:
+            return codec.decode(frames, self.codec_limits)
+        except DecodeError as exc:
+            self.stats.decode_errors += 1
+            log.warning("undecodable frame on %s: %s", subject, exc.reason)
+            first = frames[0]
+            preview = (
+                bytes(first[:48]).hex() if isinstance(first, bytes | bytearray | memoryview) else ""
+            )
+            self.dead_letter(f"decode error: {exc.reason}", subject, detail=preview)
+            return None
+
+    async def _on_actor_frames(
+        self, cell: ActorCell, subject: str, frames: Sequence[Frame], reply_to: str | None
+    ) -> None:
+        env = self._open(subject, frames)
+        if env is None:
+            return
+        reply_to = env.reply_to or reply_to
+        if env.kind == ASK or (reply_to is not None and env.kind in (TELL, PUBLISH)):
+            item: Any = Call(
+                env.body, reply_to=reply_to, corr=env.corr, sender=env.sender, subject=subject
+            )
+        elif env.kind in (TELL, PUBLISH):
+            item = env.body
+        else:
+            self.dead_letter(f"unexpected {env.kind!r} message", subject, env.body, env.sender)
+            return
+        await self._enqueue(cell, item, env)
+
+    async def _on_subscribed_frames(
+        self,
+        cell: ActorCell,
+        handler: Callable[..., Any],
+        subject: str,
+        frames: Sequence[Frame],
+        reply_to: str | None,
+    ) -> None:
+        env = self._open(subject, frames)
+        if env is None:
+            return
+        call = Call(
+            env.body,
+            handler=handler,
+            subject=subject,
+            sender=env.sender,
+            reply_to=env.reply_to or reply_to,
+            corr=env.corr,
+        )
+        await self._enqueue(cell, call, env)
+
+    async def _enqueue(self, cell: ActorCell, item: Any, env: Envelope) -> None:
+        try:
+            await cell.mailbox.put(item)
+        except (MailboxFull, TransportClosed) as exc:
+            self.dead_letter(str(exc), cell.subject, env.body, env.sender)
+            if isinstance(item, Call) and item.reply_to is not None:
+                await self.send_reply(item, None, exc)
+
+    async def _on_inbox(self, subject: str, frames: Sequence[Frame], reply_to: str | None) -> None:
+        corr = subject[len(self._inbox) :]
+        pending = self._pending.pop(corr, None)
+        if not frames:  # the transport's "no responders" status
+            if pending is not None:
+                future, asked, message = pending
+                self.dead_letter("no responders", asked, message)
+                if not future.done():
+                    future.set_exception(NoResponders(asked))
+            return
+        env = self._open(subject, frames)
+        if env is None:
+            return
+        if pending is None or pending[0].done():
+            self.stats.late_replies += 1
+            log.debug("late reply on %s dropped", subject)
+            return
+        future, asked, _message = pending
+        if env.kind == REPLY:
+            future.set_result(env.body)
+        elif env.kind == ERROR:
+            body = env.body if isinstance(env.body, dict) else {}
+            future.set_exception(
+                RemoteError(asked, str(body.get("type", "Error")), str(body.get("message", "")))
+            )
+        else:
+            future.set_exception(RemoteError(asked, "ProtocolError", f"got {env.kind!r} as reply"))
+
+    # -- losses ----------------------------------------------------------------
+
+    def dead_letter(
+        self,
+        reason: str,
+        subject: str,
+        message: Any = None,
+        sender: str | None = None,
+        *,
+        detail: str = "",
+    ) -> None:
+        """Record a lost message: count it, keep it, publish it on ``_mesh.dead``."""
+        self.stats.dead_letters += 1
+        type_name, preview = describe(message)
+        letter = DeadLetter(reason, subject, type_name, sender, detail or preview)
+        self.recent_dead_letters.append((letter, message))
+        log.debug("dead letter to %s: %s", subject, reason)
+        if self._state != "running" or subject == DEAD_LETTER_SUBJECT:
+            return
+        try:
+            env = self._envelope(PUBLISH, DEAD_LETTER_SUBJECT, letter, None)
+            self._outbox.send_nowait(DEAD_LETTER_SUBJECT, self._frames(env), None)
+        except MeshError:
+            pass  # counted above; a flood of dead letters must not flood the outbox
+
+    def note_late_reply(self) -> None:
+        self.stats.late_replies += 1
+
+    def actor_failed(self, cell: ActorCell, error: BaseException, message: Any) -> None:
+        """A handler raised: count, log, dead-letter the message; the actor resumes.
+
+        Supervision replaces this with restart decisions.
+        """
+        self.stats.failures += 1
+        log.error(
+            "actor %s failed on %s: %s",
+            cell.subject,
+            type(message).__qualname__,
+            error,
+            exc_info=error,
+        )
+        self.dead_letter(f"handler raised {type(error).__name__}: {error}", cell.subject, message)
+
+    def _spawn_task(self, fn: Callable[[], Awaitable[None]]) -> None:
+        if self._tg is None:
+            raise TransportClosed(f"node {self.name} is not running")
+        self._tg.start_soon(fn)
+
+    def _outbox_failed(
+        self, item: tuple[str, Sequence[Frame], str | None], exc: BaseException
+    ) -> None:
+        subject, _frames, reply_to = item
+        self.dead_letter(f"could not publish: {exc}", subject)
+        if reply_to is not None and reply_to.startswith(self._inbox):
+            pending = self._pending.pop(reply_to[len(self._inbox) :], None)
+            if pending is not None and not pending[0].done():
+                pending[0].set_exception(exc)
+
+
+def _make_outbox(node: Node, capacity: int) -> Any:
+    from synaptic_mesh.runtime.outbox import Outbox
+
+    return Outbox(node.transport.publish, node._spawn_task, capacity, node._outbox_failed)

@@ -1,0 +1,317 @@
+"""Subjects, patterns and the routing table every transport resolves them with.
+
+Synaptic Mesh follows the NATS subject model (DESIGN.md section 3), so these
+rules are NATS's, written down once:
+
+* A *subject* is what a message is published on: dot-separated tokens such as
+  ``core.claude`` or ``_INBOX.node1.42``. Tokens are non-empty and contain no
+  whitespace (and, being split on ``.``, no dot).
+* A *pattern* is what is subscribed to. It may use ``*`` as a whole token (it
+  matches exactly one token) and ``>`` as the last whole token (it matches one
+  or more remaining tokens, so ``foo.>`` matches ``foo.a.b`` but not ``foo``).
+
+One choice goes beyond NATS: ``*`` and ``>`` may not appear *inside* a token
+(``foo*``), neither in a pattern nor in a subject. NATS would treat ``foo*`` in
+a subject as a literal, but the same text means a glob to Redis and a routing
+key wildcard to RabbitMQ, so rejecting it here keeps every transport agreeing.
+
+:class:`SubjectTable` is the structure transports and the link router resolve a
+published subject with; see its docstring for the caching and queue-group rules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+from .errors import MeshError
+
+# fmt: off
+__all__ = [
+    "DEFAULT_CACHE_SIZE", "FULL_WILDCARD", "MAX_SUBJECT_LENGTH", "SINGLE_WILDCARD",
+    "InvalidSubject", "Match", "SubjectTable",
+    "is_pattern", "matches", "validate_pattern", "validate_subject",
+]
+# fmt: on
+
+T = TypeVar("T")
+
+MAX_SUBJECT_LENGTH: Final = 1024
+"""Longest subject or pattern accepted, in characters (brokers cap it too)."""
+
+SINGLE_WILDCARD: Final = "*"
+FULL_WILDCARD: Final = ">"
+
+DEFAULT_CACHE_SIZE: Final = 10_000
+"""Concrete subjects a :class:`SubjectTable` remembers before starting over."""
+
+_WHITESPACE: Final = re.compile(r"\s")
+
+
+class InvalidSubject(MeshError, ValueError):
+    """A subject or pattern breaks the syntax rules; the message says which rule.
+
+    A :class:`ValueError` (it is a bad argument) and a ``MeshError`` (so one
+    ``except MeshError`` still catches everything the runtime raises on purpose).
+    ``subject`` is the offending text and ``reason`` the explanation alone.
+    """
+
+    def __init__(self, subject: str, reason: str) -> None:
+        super().__init__(reason)
+        self.subject = subject
+        self.reason = reason
+
+
+def _split(text: str, kind: str, wildcards: bool) -> tuple[str, ...]:
+    """Check ``text`` as a subject or (``wildcards``) a pattern; return its tokens.
+
+    Shared by both validators so the rules and messages cannot drift apart, and
+    returns the tokens so :meth:`SubjectTable.add` splits only once.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{kind} must be a str, got {type(text).__name__}: {text!r}")
+    if not text:
+        raise InvalidSubject(text, f"{kind} must not be empty")
+    if len(text) > MAX_SUBJECT_LENGTH:
+        raise InvalidSubject(
+            text,
+            f"{kind} is {len(text)} characters long, over the limit of "
+            f"{MAX_SUBJECT_LENGTH}: {text[:40]!r}...",
+        )
+    tokens = tuple(text.split("."))
+    last = len(tokens) - 1
+    for i, token in enumerate(tokens):
+        if not token:
+            raise InvalidSubject(
+                text, f"{kind} {text!r} has an empty token (leading, trailing or doubled '.')"
+            )
+        if _WHITESPACE.search(token):
+            raise InvalidSubject(text, f"token {token!r} of {kind} {text!r} contains whitespace")
+        if token in (SINGLE_WILDCARD, FULL_WILDCARD):
+            if not wildcards:
+                raise InvalidSubject(
+                    text,
+                    f"{kind} {text!r} contains the wildcard {token!r}; wildcards are only "
+                    "allowed in subscription patterns",
+                )
+            if token == FULL_WILDCARD and i != last:
+                raise InvalidSubject(
+                    text, f"'>' must be the last token of {kind} {text!r}, found at token {i + 1}"
+                )
+        elif SINGLE_WILDCARD in token or FULL_WILDCARD in token:
+            raise InvalidSubject(
+                text,
+                f"token {token!r} of {kind} {text!r} mixes a wildcard with other characters; "
+                "'*' and '>' must stand alone as a whole token",
+            )
+    return tokens
+
+
+def validate_subject(subject: str) -> str:
+    """Return ``subject`` unchanged if it is publishable, else raise :class:`InvalidSubject`."""
+    _split(subject, "subject", wildcards=False)
+    return subject
+
+
+def validate_pattern(pattern: str) -> str:
+    """Return ``pattern`` unchanged if it can be subscribed to, else raise :class:`InvalidSubject`.
+
+    Every valid subject is also a valid pattern (one that matches only itself).
+    """
+    _split(pattern, "pattern", wildcards=True)
+    return pattern
+
+
+def is_pattern(s: str) -> bool:
+    """Whether ``s`` (assumed valid) contains a wildcard token, i.e. can match many subjects."""
+    return any(t in (SINGLE_WILDCARD, FULL_WILDCARD) for t in s.split("."))
+
+
+def _match_tokens(pattern: tuple[str, ...], subject: tuple[str, ...]) -> bool:
+    """Match pre-split tokens; the one loop both :func:`matches` and the table run."""
+    n = len(pattern)
+    if pattern[-1] == FULL_WILDCARD:
+        if len(subject) < n:  # '>' needs at least one token of its own
+            return False
+        n -= 1
+    elif len(subject) != n:
+        return False
+    for i in range(n):
+        p = pattern[i]
+        if p != SINGLE_WILDCARD and p != subject[i]:
+            return False
+    return True
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """Whether ``subject`` is delivered to a subscription on ``pattern``.
+
+    Pure and unchecked: both arguments are assumed valid (validate at the
+    boundary, where the user hands them in, not on every message).
+    """
+    if pattern == subject:
+        return True
+    return _match_tokens(tuple(pattern.split(".")), tuple(subject.split(".")))
+
+
+@dataclass(frozen=True, slots=True)
+class Match(Generic[T]):
+    """Everything one concrete subject resolves to; immutable so it can be cached and shared.
+
+    ``plain``: every subscriber without a queue group whose pattern matches, in
+    subscription order. ``groups``: for each queue group with at least one
+    matching member, those members in subscription order; groups are ordered by
+    their first matching subscription. ``queues``: the queue name of each entry
+    of ``groups``, at the same index (the link router forwards it to peers).
+    """
+
+    plain: tuple[T, ...] = ()
+    groups: tuple[tuple[T, ...], ...] = ()
+    queues: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        """True when at least one subscriber receives the message."""
+        return bool(self.plain or self.groups)
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription(Generic[T]):
+    pattern: str
+    tokens: tuple[str, ...]
+    item: T
+    queue: str | None
+
+
+class SubjectTable(Generic[T]):
+    """Subscriptions (pattern, item, optional queue group) and who gets a subject.
+
+    Items are whatever the owner routes to: handlers for the in-process
+    transport, peer links for the router. Semantics are NATS's:
+
+    * The same ``(pattern, item, queue)`` added twice is held twice, as two NATS
+      subscriptions would be, and is delivered twice; :meth:`remove` drops one
+      (the earliest).
+    * A queue group is identified by its queue name alone; members may subscribe
+      with different patterns, and a message goes to one member among those
+      whose pattern matches. :meth:`pick` chooses round-robin per queue name, so
+      work is spread evenly and tests are deterministic.
+
+    :meth:`match` runs on every publish, so results are cached per concrete
+    subject. A subscribe or unsubscribe drops only the cached subjects its
+    pattern matches: an actor joining ``tot.>`` leaves ``core.*`` traffic warm,
+    and the many short-lived ``_INBOX.*`` reply subscriptions, which are literal
+    subjects, cost one dict pop. The cache is bounded (``cache_size``); when full
+    it is cleared rather than tracked LRU, which keeps hits a single dict lookup.
+    A cache miss is a linear scan over pre-split patterns, fine for the hundreds
+    of subscriptions a node holds.
+    """
+
+    def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, got {cache_size}")
+        self._cache_size = cache_size
+        self._subs: list[_Subscription[T]] = []
+        # subject -> (its tokens, for invalidation without re-splitting; its Match)
+        self._cache: dict[str, tuple[tuple[str, ...], Match[T]]] = {}
+        self._turns: dict[str, int] = {}  # queue name -> messages picked so far
+
+    def __len__(self) -> int:
+        """Number of subscriptions held, duplicates included."""
+        return len(self._subs)
+
+    def add(self, pattern: str, item: T, queue: str | None = None) -> None:
+        """Subscribe ``item`` to ``pattern``, in queue group ``queue`` if given.
+
+        Raises :class:`InvalidSubject` for a bad pattern, and for a queue name
+        that is empty or holds whitespace (NATS rejects those too).
+        """
+        tokens = _split(pattern, "pattern", wildcards=True)
+        if queue is not None and (not queue or _WHITESPACE.search(queue)):
+            raise InvalidSubject(
+                queue, f"queue name {queue!r} must be non-empty without whitespace"
+            )
+        self._subs.append(_Subscription(pattern, tokens, item, queue))
+        self._invalidate(pattern, tokens)
+
+    def remove(self, pattern: str, item: T, queue: str | None = None) -> bool:
+        """Drop one subscription equal to ``(pattern, item, queue)``; False if none is held.
+
+        Items compare with ``==`` (after ``is``), so a bound method fetched again
+        from its object removes the subscription made with an earlier fetch.
+        """
+        for i, sub in enumerate(self._subs):
+            if (
+                sub.pattern == pattern
+                and sub.queue == queue
+                and (sub.item is item or sub.item == item)
+            ):
+                del self._subs[i]
+                if queue is not None and not any(s.queue == queue for s in self._subs):
+                    self._turns.pop(queue, None)  # group gone: a new one starts fresh
+                self._invalidate(pattern, sub.tokens)
+                return True
+        return False
+
+    def clear(self) -> None:
+        """Drop every subscription, cached result and round-robin position."""
+        self._subs.clear()
+        self._cache.clear()
+        self._turns.clear()
+
+    def match(self, subject: str) -> Match[T]:
+        """Everyone whose pattern matches the concrete ``subject``.
+
+        A cache hit is one dict lookup; only a miss validates ``subject``
+        (raising :class:`InvalidSubject`), so bad subjects never enter the cache.
+        """
+        entry = self._cache.get(subject)
+        if entry is not None:
+            return entry[1]
+        tokens = _split(subject, "subject", wildcards=False)
+        result = self._scan(tokens)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[subject] = (tokens, result)
+        return result
+
+    def pick(self, subject: str) -> tuple[T, ...]:
+        """The recipients of one message: all plain subscribers, then one member per group.
+
+        Each call advances the chosen groups' round-robin position, so call it
+        once per message actually delivered.
+        """
+        m = self.match(subject)
+        if not m.groups:
+            return m.plain
+        chosen = list(m.plain)
+        for queue, members in zip(m.queues, m.groups, strict=True):
+            turn = self._turns.get(queue, 0)
+            chosen.append(members[turn % len(members)])
+            self._turns[queue] = turn + 1
+        return tuple(chosen)
+
+    def is_empty(self, subject: str) -> bool:
+        """Whether nobody at all would receive ``subject`` (NATS' "no responders")."""
+        return not self.match(subject)
+
+    def _scan(self, tokens: tuple[str, ...]) -> Match[T]:
+        """Resolve a subject without the cache: the reference the cache must agree with."""
+        plain: list[T] = []
+        groups: dict[str, list[T]] = {}  # insertion order = first matching subscription
+        for sub in self._subs:
+            if _match_tokens(sub.tokens, tokens):
+                if sub.queue is None:
+                    plain.append(sub.item)
+                else:
+                    groups.setdefault(sub.queue, []).append(sub.item)
+        return Match(tuple(plain), tuple(tuple(g) for g in groups.values()), tuple(groups))
+
+    def _invalidate(self, pattern: str, tokens: tuple[str, ...]) -> None:
+        """Forget the cached subjects a changed ``pattern`` matches, and only those."""
+        if SINGLE_WILDCARD not in tokens and FULL_WILDCARD not in tokens:
+            self._cache.pop(pattern, None)
+            return
+        stale = [s for s, (toks, _) in self._cache.items() if _match_tokens(tokens, toks)]
+        for s in stale:
+            del self._cache[s]
