@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskStatus
 from synaptic_mesh.actors.handlers import lookup_handler
 from synaptic_mesh.actors.mailbox import Mailbox, Overflow
-from synaptic_mesh.runtime.errors import ActorStartError, RemoteError
+from synaptic_mesh.runtime.errors import ActorStartError, RemoteError, TransportClosed
 
 if TYPE_CHECKING:
     import asyncio
@@ -272,6 +272,13 @@ class ActorCell:
             if call.wants_reply:
                 await self._reply(call, None, exc)
             self.host.actor_failed(self, exc, call.message)
+        except BaseException:
+            # Cancelled mid-handler (shutdown timeout): a local asker learns at once.
+            if call.future is not None and not call.future.done():
+                call.future.set_exception(
+                    TransportClosed(f"actor {self.subject!r} stopped before replying")
+                )
+            raise
         else:
             if call.wants_reply:
                 await self._reply(call, result, None)

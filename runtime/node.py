@@ -198,6 +198,11 @@ class Node:
         if self._state != "running":
             raise TransportClosed(f"node {self.name} is {self._state}, not running")
 
+    def _check_sending(self) -> None:
+        # While closing, stopping actors may still send (from on_stop, say).
+        if self._state not in ("running", "closing") or self._outbox.closed:
+            raise TransportClosed(f"node {self.name} is {self._state}")
+
     # -- actors ----------------------------------------------------------------
 
     async def spawn(
@@ -381,7 +386,7 @@ class Node:
         if cell is not None and not cell.mailbox.closed:
             await cell.mailbox.put(message)
             return
-        self._check_running()
+        self._check_sending()
         env = self._envelope(TELL, subject, message, sender)
         await self._outbox.send(subject, self._frames(env), None)
 
@@ -391,13 +396,13 @@ class Node:
         if cell is not None and not cell.mailbox.closed:
             cell.mailbox.put_nowait(message)
             return
-        self._check_running()
+        self._check_sending()
         env = self._envelope(TELL, subject, message, sender)
         self._outbox.send_nowait(subject, self._frames(env), None)
 
     async def publish(self, topic: str, message: Any, *, sender: str | None = None) -> None:
         """Publish ``message`` to every subscriber of ``topic`` (through the transport)."""
-        self._check_running()
+        self._check_sending()
         env = self._envelope(PUBLISH, topic, message, sender)
         await self._outbox.send(topic, self._frames(env), None)
 
@@ -426,7 +431,7 @@ class Node:
             if cell is not None and not cell.mailbox.closed:
                 await cell.mailbox.put(Call(message, future=future, sender=sender))
                 return await future
-            self._check_running()
+            self._check_sending()
             corr = str(next(self._ids))
             reply_to = self._inbox + corr
             deadline = None if timeout is None else time.time() + timeout

@@ -18,6 +18,7 @@ from synaptic_mesh import (
     NoResponders,
     RemoteError,
     ThreadedAgentActor,
+    TransportClosed,
     message,
     on,
     subscribe,
@@ -301,3 +302,21 @@ async def test_closing_a_node_leaves_nothing_behind(no_leaks) -> None:
     await node.close()
     await node.close()
     await no_leaks()
+
+
+async def test_shutdown_timeout_cancels_a_stuck_handler_and_fails_its_asker() -> None:
+    class Stuck(AgentActor):
+        @on(Verify)
+        async def verify(self, msg: Verify) -> None:
+            await asyncio.sleep(30)
+
+    node = Node(shutdown_timeout=0.1)
+    await node.start()
+    ref = await node.spawn(Stuck, "core.stuck")
+    pending = asyncio.ensure_future(ref.ask(Verify("x"), timeout=30))
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    await node.close()
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(TransportClosed, match="stopped before replying"):
+        await pending

@@ -1,47 +1,101 @@
 """The transports every conformance test runs on: add a case here to join.
 
-A case opens two started nodes on one mesh (``async with case.pair() as (a, b)``)
-and names the transport's URL scheme. Later transports append a case whose
-nodes live in separate processes or talk through a real broker.
+A case opens a mesh of two nodes: ``a``, a real ``Node`` in the test's
+process that the test drives, and ``b``, a :class:`Peer` that may live in
+another OS process. Tests reach ``b`` only through messages and the small
+``Peer`` interface (spawn an actor by class, read its node's counters, close
+it), so the same tests run whether ``b`` shares the process or not. Actors
+spawned on ``b`` come from ``tests.conformance.actors`` and report to a
+``Probe`` on ``a``.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import asdict
+from typing import Any, Protocol
 
-from synaptic_mesh.transports.base import Transport
+from synaptic_mesh.transports.base import Capabilities, Transport
 
 from synaptic_mesh import Node
 
 _names = itertools.count(1)
 
 
-@dataclass(frozen=True)
-class TransportCase:
-    """How to open a two-node mesh on one transport."""
+class Peer(Protocol):
+    """The second node of a conformance mesh, wherever it runs."""
 
     name: str
-    url_template: str  # "{n}" is replaced by a fresh number per mesh
+
+    async def spawn(self, actor_class: type, subject: str, *args: Any) -> None:
+        """Start ``actor_class(*args)`` at ``subject`` on the peer (args: plain data)."""
+
+    async def stats(self) -> dict[str, int]:
+        """The peer node's ``NodeStats`` as a dict."""
+
+    async def close(self) -> None:
+        """Close the peer node (stopping its actors)."""
+
+
+class LocalPeer:
+    """A peer node in the test's own process."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.name = node.name
+
+    async def spawn(self, actor_class: type, subject: str, *args: Any) -> None:
+        await self.node.spawn(actor_class, subject, *args)
+
+    async def stats(self) -> dict[str, int]:
+        return asdict(self.node.stats)
+
+    async def close(self) -> None:
+        await self.node.close()
+
+
+class TransportCase:
+    """How to open a two-node mesh on one transport; subclass per transport.
+
+    ``pair()`` yields ``(a, b)``: a started ``Node`` here and a ``Peer``.
+    ``transports()`` yields two started raw transports that reach each other,
+    for SPI-level tests.
+    """
+
+    name: str
+    scheme: str
+
+    @property
+    def capabilities(self) -> Capabilities:
+        from synaptic_mesh.runtime.transport_lookup import transport_class
+
+        return transport_class(f"{self.scheme}://").capabilities
+
+    def pair(self) -> AbstractAsyncContextManager[tuple[Node, Peer]]:
+        raise NotImplementedError
+
+    def transports(self) -> AbstractAsyncContextManager[tuple[Transport, Transport]]:
+        raise NotImplementedError
+
+
+class InprocCase(TransportCase):
+    """Two nodes on one fresh inproc hub in this process."""
+
+    name = scheme = "inproc"
 
     def url(self) -> str:
-        return self.url_template.format(n=next(_names))
+        return f"inproc://conformance-{next(_names)}"
 
     @asynccontextmanager
-    async def pair(self, **node_options: Any) -> AsyncIterator[tuple[Node, Node]]:
+    async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
         url = self.url()
-        async with (
-            Node(url, name="a", **node_options) as a,
-            Node(url, name="b", **node_options) as b,
-        ):
-            yield a, b
+        async with Node(url, name="a") as a, Node(url, name="b") as b:
+            yield a, LocalPeer(b)
 
     @asynccontextmanager
     async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:
-        """Two started raw transports on one mesh, for SPI-level tests."""
         from synaptic_mesh.runtime.transport_lookup import open_transport
 
         url = self.url()
@@ -55,6 +109,6 @@ class TransportCase:
             await first.close()
 
 
-CASES = [
-    TransportCase("inproc", "inproc://conformance-{n}"),
+CASES: list[TransportCase] = [
+    InprocCase(),
 ]
