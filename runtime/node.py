@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+
 from synaptic_mesh.actors.actor import DEFAULT_ASK_TIMEOUT, AgentActor
 from synaptic_mesh.actors.cell import ActorCell, Call
 from synaptic_mesh.actors.mailbox import Mailbox
@@ -97,6 +98,10 @@ class Node:
         )
         self.id = f"{name or 'node'}-{os.getpid()}-{os.urandom(3).hex()}"
         self.name = name or self.id
+        if supervise is not None:
+            raise NotImplementedError(
+                "supervision trees are not implemented yet; start actors with node.spawn"
+            )
         self.supervise = supervise
         self.codec_limits = codec_limits
         self.shutdown_timeout = shutdown_timeout
@@ -147,10 +152,6 @@ class Node:
             self._state = "closed"
             raise
         self._state = "running"
-        if self.supervise is not None:
-            raise NotImplementedError(
-                "supervision trees are not implemented yet; start actors with node.spawn"
-            )
 
     async def _run(self, ready: anyio.Event) -> None:
         async with anyio.create_task_group() as tg:
