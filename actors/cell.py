@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
+
 from synaptic_mesh.actors.handlers import lookup_handler
 from synaptic_mesh.actors.mailbox import Mailbox, Overflow
 from synaptic_mesh.runtime.errors import ActorStartError, RemoteError, TransportClosed

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pykka
+
 from synaptic_mesh.actors.actor import DEFAULT_ASK_TIMEOUT, AgentActor
 
 

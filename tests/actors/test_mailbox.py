@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from synaptic_mesh.actors.mailbox import Mailbox
 
 from synaptic_mesh import AgentActor, MailboxFull, Node, TransportClosed, message, on
+from synaptic_mesh.actors.mailbox import Mailbox
 
 
 @message(name="test_mailbox.Item")

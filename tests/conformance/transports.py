@@ -17,9 +17,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict
 from typing import Any, Protocol
 
-from synaptic_mesh.transports.base import Capabilities, Transport
-
 from synaptic_mesh import Node
+from synaptic_mesh.transports.base import Capabilities, Transport
 
 _names = itertools.count(1)
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
 from synaptic_mesh.runtime.errors import MeshError
 from synaptic_mesh.runtime.subjects import (
     MAX_SUBJECT_LENGTH,
