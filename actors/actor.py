@@ -14,14 +14,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from synaptic_mesh.actors.handlers import SubscriptionSpec, build_handler_table
 from synaptic_mesh.actors.mailbox import Overflow
+from synaptic_mesh.actors.ref import DEFAULT_ASK_TIMEOUT, ActorRef
 
 if TYPE_CHECKING:
     from synaptic_mesh.actors.cell import ActorCell
-    from synaptic_mesh.actors.ref import ActorRef
     from synaptic_mesh.runtime.node import Node
 
-DEFAULT_ASK_TIMEOUT = 60.0
-"""Seconds an ask waits by default: long, because LLM calls are slow."""
 
 
 class AgentActor:
@@ -94,10 +92,21 @@ class AgentActor:
         """Called before the first message; override to initialise or to act."""
 
     async def on_stop(self) -> None:
-        """Called after the last message, also when the node closes."""
+        """Called after the last message of each incarnation, also when the node closes."""
+
+    async def on_restart(self, reason: str) -> None:
+        """Called on the fresh instance a supervisor restarts, instead of ``on_start``.
+
+        ``reason`` says why the previous incarnation ended. The default runs
+        ``on_start``, so an actor that only initialises there needs nothing more.
+        """
+        await self.on_start()
 
     async def _mesh_start(self) -> None:
         await self.on_start()
+
+    async def _mesh_restart(self, reason: str) -> None:
+        await self.on_restart(reason)
 
     async def _mesh_stop(self) -> None:
         await self.on_stop()
@@ -131,5 +140,19 @@ class AgentActor:
         await self.node.publish(topic, message, sender=self.subject)
 
     def stop(self) -> None:
-        """Stop this actor once the current message is handled."""
+        """Stop this actor once the current message is handled (a normal exit)."""
         self._mesh_cell.request_stop("stopped by itself")
+
+    def monitor(self, target: str | ActorRef) -> int:
+        """Watch ``target``: this actor gets one ``Down(subject, reason)`` when it ends.
+
+        Fires once, when the watched actor stops or crashes (even if its
+        supervisor restarts it), as Erlang's monitors do; at once with reason
+        ``"noproc"`` if nothing runs there. Returns a reference for ``demonitor``.
+        """
+        subject = target if isinstance(target, str) else target.address
+        return self.node.monitor(subject, self.subject)
+
+    def demonitor(self, reference: int) -> None:
+        """Cancel a monitor; a ``Down`` not yet delivered is not sent."""
+        self.node.demonitor(reference)

@@ -140,6 +140,10 @@ class Mailbox:
 
     # -- receiving -------------------------------------------------------
 
+    def wake(self) -> None:
+        """Wake the receiver(s) even though nothing was queued (to notice an ending)."""
+        self._wake_receiver()
+
     def _wake_receiver(self) -> None:
         waiter = self._waiter
         if waiter is not None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from synaptic_mesh.actors.actor import DEFAULT_ASK_TIMEOUT
+DEFAULT_ASK_TIMEOUT = 60.0
+"""Seconds an ask waits by default: long, because LLM calls are slow."""
 
 if TYPE_CHECKING:
     from synaptic_mesh.actors.mailbox import Mailbox

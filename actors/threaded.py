@@ -20,7 +20,8 @@ from typing import Any
 
 import pykka
 
-from synaptic_mesh.actors.actor import DEFAULT_ASK_TIMEOUT, AgentActor
+from synaptic_mesh.actors.actor import AgentActor
+from synaptic_mesh.actors.ref import DEFAULT_ASK_TIMEOUT
 
 
 class _PykkaHost(pykka.ThreadingActor):
@@ -86,10 +87,17 @@ class ThreadedAgentActor(AgentActor):
         return await future
 
     async def _mesh_start(self) -> None:
+        await self._mesh_boot(type(self).on_start)
+
+    async def _mesh_restart(self, reason: str) -> None:
+        await self._mesh_boot(type(self).on_restart, reason)
+
+    async def _mesh_boot(self, hook: Callable[..., Any], *args: Any) -> None:
+        """Start this instance's thread and run ``hook`` in it."""
         self._mesh_loop = asyncio.get_running_loop()
         self._mesh_host = _PykkaHost.start()
         try:
-            await self._mesh_in_thread(type(self).on_start, self)
+            await self._mesh_in_thread(hook, self, *args)
         except BaseException:
             self._mesh_shutdown_thread()
             raise
@@ -116,6 +124,10 @@ class ThreadedAgentActor(AgentActor):
 
     def on_stop(self) -> None:  # type: ignore[override]
         """Called in the actor's thread after the last message."""
+
+    def on_restart(self, reason: str) -> None:  # type: ignore[override]
+        """Called in the new instance's thread after a restart; runs ``on_start``."""
+        self.on_start()
 
     # -- talking, blocking here -------------------------------------------------
 

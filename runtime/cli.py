@@ -19,9 +19,12 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 log = logging.getLogger("synaptic_mesh.cli")
+
+if TYPE_CHECKING:
+    from synaptic_mesh.runtime.node import Node
 
 PROG = "synaptic-mesh"
 EXIT_USAGE = 2
@@ -75,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="event loop: uvloop when installed (auto), or force one",
     )
+    run.add_argument(
+        "--tree",
+        action="store_true",
+        help="print the running supervision tree once every actor has started",
+    )
     run.set_defaults(handler=_run)
 
     transports = commands.add_parser("transports", help="list the available transport schemes")
@@ -107,7 +115,15 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
     dep = load_deployment(args.file)
-    return _run_loop(lambda: _until_signalled(run_deployment(dep, until=args.until)), args.loop)
+    on_started = _print_tree if args.tree else None
+    return _run_loop(
+        lambda: _until_signalled(run_deployment(dep, until=args.until, on_started=on_started)),
+        args.loop,
+    )
+
+
+def _print_tree(node: Node) -> None:
+    print(node.supervision_tree(), flush=True)
 
 
 def _run_loop(main: Callable[[], Coroutine[Any, Any, int]], choice: str) -> int:

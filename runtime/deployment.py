@@ -35,16 +35,28 @@ import inspect
 import logging
 import sys
 import tomllib
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from synaptic_mesh.actors.actor import AgentActor
-from synaptic_mesh.actors.mailbox import OVERFLOW_POLICIES
 from synaptic_mesh.runtime.errors import DeploymentError, UnknownTransport
-from synaptic_mesh.runtime.subjects import InvalidSubject, is_pattern, validate_pattern
+from synaptic_mesh.runtime.toml_tables import (
+    ActorSpec,
+    check_keys,
+    kind_of,
+    optional,
+    parse_actor_table,
+    required,
+)
 from synaptic_mesh.runtime.transport_lookup import available_schemes, scheme_of, transport_class
+from synaptic_mesh.supervisors.toml_tree import (
+    ActorChildTable,
+    SupervisorTable,
+    build_trees,
+    parse_supervisors,
+)
 
 if TYPE_CHECKING:
     from synaptic_mesh.runtime.node import Node
@@ -61,26 +73,6 @@ STOPPED_POLL_INTERVAL: Final = 0.05
 
 TOP_KEYS: Final = ("actor", "node", "supervisor")
 NODE_KEYS: Final = ("name", "transport", "until")
-ACTOR_KEYS: Final = ("args", "capacity", "class", "concurrency", "kwargs", "overflow", "subject")
-SPAWN_PARAMETERS: Final = ("actor_class", "capacity", "concurrency", "overflow", "subject")
-"""Names ``Node.spawn`` keeps for itself, so they cannot reach an actor as kwargs."""
-
-
-@dataclass(frozen=True)
-class ActorSpec:
-    """One ``[[actor]]`` table: what to pass to ``Node.spawn``.
-
-    ``args`` is kept as a tuple (the TOML list, made immutable) and ``kwargs``
-    as a dict; ``None`` for a mailbox setting means the class's own default.
-    """
-
-    class_path: str
-    subject: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    capacity: int | None = None
-    overflow: str | None = None
-    concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +84,7 @@ class Deployment:
     transport: str
     until: Until
     actors: tuple[ActorSpec, ...]
+    supervisors: tuple[SupervisorTable, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -126,35 +119,45 @@ def parse_deployment(text: str, path: str | Path = "<string>") -> Deployment:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DeploymentError(f"{file}: invalid TOML: {exc}") from None
-    _check_keys(file, "the top level", data, TOP_KEYS)
-    if "supervisor" in data:
-        # Supervision trees ([[supervisor]] tables with strategy, intensity and
-        # children) are read here once supervisors/ provides them; until then
-        # such a file is refused rather than run without its supervision.
-        raise DeploymentError(
-            f"{file}: [[supervisor]]: supervision trees in deployment files are not supported yet"
-        )
+    check_keys(file, "the top level", data, TOP_KEYS)
+    supervisors = parse_supervisors(file, data["supervisor"]) if "supervisor" in data else ()
     node = data.get("node", {})
     if not isinstance(node, dict):
-        raise DeploymentError(f"{file}: 'node' must be a table ([node]), not {_kind(node)}")
-    _check_keys(file, "[node]", node, NODE_KEYS)
-    name = _optional(file, "[node]", node, "name", str)
+        raise DeploymentError(f"{file}: 'node' must be a table ([node]), not {kind_of(node)}")
+    check_keys(file, "[node]", node, NODE_KEYS)
+    name = optional(file, "[node]", node, "name", str)
     if name is not None:
         _check_name(file, name)
-    transport = _optional(file, "[node]", node, "transport", str) or DEFAULT_TRANSPORT
+    transport = optional(file, "[node]", node, "transport", str) or DEFAULT_TRANSPORT
     _check_transport(file, transport)
-    until = _optional(file, "[node]", node, "until", str) or "stopped"
+    until = optional(file, "[node]", node, "until", str) or "stopped"
     if until not in UNTIL_MODES:
         raise DeploymentError(
             f"{file}: [node] until = {until!r}: choose one of {', '.join(UNTIL_MODES)}"
         )
-    actors = _parse_actors(file, data.get("actor"))
-    return Deployment(file, name, transport, until, actors)  # type: ignore[arg-type]
+    actors = _parse_actors(file, data.get("actor"), needed=not supervisors)
+    _check_unique_subjects(file, actors, supervisors)
+    return Deployment(file, name, transport, until, actors, supervisors)  # type: ignore[arg-type]
 
 
-def _parse_actors(file: Path, tables: Any) -> tuple[ActorSpec, ...]:
+def _check_unique_subjects(
+    file: Path, actors: tuple[ActorSpec, ...], supervisors: tuple[SupervisorTable, ...]
+) -> None:
+    subjects = [a.subject for a in actors] + [
+        c.actor.subject for t in supervisors for c in t.children if isinstance(c, ActorChildTable)
+    ]
+    twice = sorted({s for s in subjects if subjects.count(s) > 1})
+    if twice:
+        raise DeploymentError(f"{file}: subjects used by two actors: {', '.join(twice)}")
+
+
+def _parse_actors(file: Path, tables: Any, *, needed: bool = True) -> tuple[ActorSpec, ...]:
     if tables is None:
-        raise DeploymentError(f"{file}: no [[actor]] table; a deployment needs at least one actor")
+        if not needed:
+            return ()
+        raise DeploymentError(
+            f"{file}: no [[actor]] or [[supervisor]] table; a deployment needs at least one actor"
+        )
     if not isinstance(tables, list):
         raise DeploymentError(f"{file}: 'actor' must be an array of tables; write [[actor]]")
     specs: list[ActorSpec] = []
@@ -162,10 +165,10 @@ def _parse_actors(file: Path, tables: Any) -> tuple[ActorSpec, ...]:
     for index, table in enumerate(tables, start=1):
         where = f"[[actor]] #{index}"
         if not isinstance(table, dict):
-            raise DeploymentError(f"{file}: {where} must be a table, not {_kind(table)}")
-        subject = _required(file, where, table, "subject", str)
+            raise DeploymentError(f"{file}: {where} must be a table, not {kind_of(table)}")
+        subject = required(file, where, table, "subject", str)
         where = f"[[actor]] #{index} ({subject})"
-        spec = _parse_actor(file, where, table, subject)
+        spec = parse_actor_table(file, where, table, subject)
         if subject in seen:
             raise DeploymentError(
                 f"{file}: {where}: duplicate subject {subject!r} (already used by "
@@ -176,102 +179,11 @@ def _parse_actors(file: Path, tables: Any) -> tuple[ActorSpec, ...]:
     return tuple(specs)
 
 
-def _parse_actor(file: Path, where: str, table: dict[str, Any], subject: str) -> ActorSpec:
-    _check_keys(file, where, table, ACTOR_KEYS)
-    class_path = _required(file, where, table, "class", str)
-    _check_class_path(file, where, class_path)
-    try:
-        validate_pattern(subject)
-    except InvalidSubject as exc:
-        raise DeploymentError(f"{file}: {where} subject: {exc}") from None
-    if is_pattern(subject):
-        raise DeploymentError(
-            f"{file}: {where} subject {subject!r} contains a wildcard; an actor's "
-            f"subject must be one address (subscribe to patterns with @subscribe)"
-        )
-    args = _optional(file, where, table, "args", list) or []
-    kwargs = _optional(file, where, table, "kwargs", dict) or {}
-    taken = sorted(set(kwargs) & set(SPAWN_PARAMETERS))
-    if taken:
-        raise DeploymentError(
-            f"{file}: {where} [actor.kwargs] cannot use {', '.join(map(repr, taken))}: "
-            f"Node.spawn takes these itself (set capacity, overflow and concurrency "
-            f"in the [[actor]] table)"
-        )
-    capacity = _positive(file, where, table, "capacity")
-    concurrency = _positive(file, where, table, "concurrency")
-    overflow = _optional(file, where, table, "overflow", str)
-    if overflow is not None and overflow not in OVERFLOW_POLICIES:
-        raise DeploymentError(
-            f"{file}: {where} overflow = {overflow!r}: choose one of {', '.join(OVERFLOW_POLICIES)}"
-        )
-    return ActorSpec(
-        class_path, subject, tuple(args), dict(kwargs), capacity, overflow, concurrency
-    )
-
-
-# -- checks ------------------------------------------------------------------------
-
-
-def _kind(value: Any) -> str:
-    """The TOML word for a parsed value's type, for messages."""
-    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
-    names.update({list: "an array", dict: "a table"})
-    return names.get(type(value), type(value).__name__)
-
-
-def _check_keys(file: Path, where: str, table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        hints = [
-            f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
-            for key in unknown
-            for close in [difflib.get_close_matches(key, allowed, n=1)]
-        ]
-        raise DeploymentError(
-            f"{file}: {where}: unknown key {', '.join(hints)}; allowed keys: {', '.join(allowed)}"
-        )
-
-
-def _optional(file: Path, where: str, table: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = table.get(key)
-    # bool is an int in Python but not in TOML: `capacity = true` is a type error.
-    if value is not None and (not isinstance(value, kind) or (kind is int and type(value) is bool)):
-        raise DeploymentError(
-            f"{file}: {where} {key} must be {_kind(kind())}, not {_kind(value)} ({value!r})"
-        )
-    return value
-
-
-def _required(file: Path, where: str, table: Mapping[str, Any], key: str, kind: type) -> Any:
-    if key not in table:
-        raise DeploymentError(f"{file}: {where} has no {key!r} key; it is required")
-    value = _optional(file, where, table, key, kind)
-    if kind is str and not value.strip():
-        raise DeploymentError(f"{file}: {where} {key} is empty")
-    return value
-
-
-def _positive(file: Path, where: str, table: Mapping[str, Any], key: str) -> int | None:
-    value = _optional(file, where, table, key, int)
-    if value is not None and value < 1:
-        raise DeploymentError(f"{file}: {where} {key} must be at least 1, got {value}")
-    return value
-
-
 def _check_name(file: Path, name: str) -> None:
     # The name becomes part of the node id, which is a token of inbox subjects.
     if not name or any(c.isspace() or c in ".*>" for c in name):
         raise DeploymentError(
             f"{file}: [node] name {name!r} must be non-empty, without spaces, '.', '*' or '>'"
-        )
-
-
-def _check_class_path(file: Path, where: str, class_path: str) -> None:
-    module, sep, attr = class_path.partition(":")
-    if not sep or not module.strip() or not attr.strip() or ":" in attr:
-        raise DeploymentError(
-            f"{file}: {where} class = {class_path!r}: write it as 'package.module:ClassName'"
         )
 
 
@@ -328,7 +240,7 @@ def load_class(class_path: str, base_dir: str | Path | None = None) -> type[Agen
                 f"class {class_path!r}: module {module_name!r} has no attribute {attr!r}{hint}"
             ) from None
     if not (inspect.isclass(obj) and issubclass(obj, AgentActor)):
-        what = f"the class {obj.__qualname__}" if inspect.isclass(obj) else _kind(obj)
+        what = f"the class {obj.__qualname__}" if inspect.isclass(obj) else kind_of(obj)
         raise DeploymentError(
             f"class {class_path!r} is not an AgentActor subclass (it is {what}); "
             f"actors must subclass synaptic_mesh.AgentActor"
@@ -375,7 +287,11 @@ OnNode = Callable[["Node"], "Awaitable[None] | None"]
 
 
 async def run_deployment(
-    dep: Deployment, *, until: Until | None = None, on_node: OnNode | None = None
+    dep: Deployment,
+    *,
+    until: Until | None = None,
+    on_node: OnNode | None = None,
+    on_started: OnNode | None = None,
 ) -> int:
     """Run ``dep`` on a new node and return an exit code.
 
@@ -395,6 +311,7 @@ async def run_deployment(
     if mode not in UNTIL_MODES:
         raise DeploymentError(f"until = {mode!r}: choose one of {', '.join(UNTIL_MODES)}")
     classes = resolve_classes(dep)
+    trees = build_trees(dep.supervisors, lambda path: load_class(path, dep.base_dir))
     from synaptic_mesh.runtime.node import Node  # the node pulls in the codec and transports
 
     node = Node(transport=dep.transport, name=dep.name)
@@ -415,14 +332,22 @@ async def run_deployment(
                 concurrency=spec.concurrency,
                 **spec.kwargs,
             )
-        log.info("deployment %s running %d actors until %s", dep.path, len(classes), mode)
+        for tree in trees:
+            await node.start_supervisor(tree)
+        if on_started is not None:
+            result = on_started(node)
+            if inspect.isawaitable(result):
+                await result
+        log.info("deployment %s running %d actors until %s", dep.path, len(node.actors()), mode)
         if mode == "idle":
             await node.wait_idle()
         else:
-            while node.actors():
+            while node.actors() and node.failure is None:
                 await asyncio.sleep(STOPPED_POLL_INTERVAL)
     finally:
         await node.close()
+    if node.failure is not None:
+        raise node.failure
     failures = node.stats.failures
     if failures:
         log.warning("deployment %s: %d handler failure(s); exit code 1", dep.path, failures)

@@ -96,3 +96,19 @@ class DeploymentError(MeshError):
 
 class HotlineBusy(MeshError):
     """The peer of a PAIR hotline is already on a line with another actor."""
+
+
+class SupervisorFailed(MeshError):
+    """A supervisor exceeded its restart intensity and gave up.
+
+    ``chain`` lists the failures from the root supervisor down to the child
+    whose crash was one too many; the message shows it in that order.
+    """
+
+    def __init__(self, chain: list[str]) -> None:
+        super().__init__(" <- ".join(chain))
+        self.chain = chain
+
+
+class SupervisorStartError(MeshError):
+    """A child failed to start, so its supervision tree did not start."""

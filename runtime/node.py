@@ -30,9 +30,10 @@ import anyio
 from anyio.abc import TaskGroup
 
 from synaptic_mesh.actors.actor import DEFAULT_ASK_TIMEOUT, AgentActor
-from synaptic_mesh.actors.cell import ActorCell, Call
+from synaptic_mesh.actors.cell import ActorCell, Supervision
 from synaptic_mesh.actors.mailbox import Mailbox
 from synaptic_mesh.actors.ref import ActorRef
+from synaptic_mesh.actors.signals import Call, Exit
 from synaptic_mesh.runtime import codec
 from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter, describe
 from synaptic_mesh.runtime.envelope import ASK, ERROR, PUBLISH, REPLY, TELL, Envelope
@@ -43,10 +44,14 @@ from synaptic_mesh.runtime.errors import (
     MeshError,
     NoResponders,
     RemoteError,
+    SupervisorFailed,
     TransportClosed,
 )
 from synaptic_mesh.runtime.subjects import validate_pattern, validate_subject
 from synaptic_mesh.runtime.transport_lookup import open_transport
+from synaptic_mesh.supervisors.monitors import NOPROC, Down, Monitors
+from synaptic_mesh.supervisors.runtime import SupervisorRuntime
+from synaptic_mesh.supervisors.spec import Supervisor
 from synaptic_mesh.transports.base import Frame, Subscription, Transport
 
 log = logging.getLogger("synaptic_mesh.node")
@@ -85,7 +90,7 @@ class Node:
         transport: str | Transport = "inproc://",
         *,
         name: str | None = None,
-        supervise: Any = None,
+        supervise: Supervisor | None = None,
         codec_limits: codec.CodecLimits = codec.DEFAULT_LIMITS,
         outbox_capacity: int = 10_000,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
@@ -98,10 +103,6 @@ class Node:
         )
         self.id = f"{name or 'node'}-{os.getpid()}-{os.urandom(3).hex()}"
         self.name = name or self.id
-        if supervise is not None:
-            raise NotImplementedError(
-                "supervision trees are not implemented yet; start actors with node.spawn"
-            )
         self.supervise = supervise
         self.codec_limits = codec_limits
         self.shutdown_timeout = shutdown_timeout
@@ -120,6 +121,11 @@ class Node:
         self._spawning = 0
         self._state = "new"
         self._outbox = _make_outbox(self, outbox_capacity)
+        self._monitors = Monitors()
+        self._supervisors: dict[str, SupervisorRuntime] = {}
+        self._roots: list[SupervisorRuntime] = []
+        self.failure: SupervisorFailed | None = None
+        self._failure_close: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Node {self.name} {self.transport.url} {self._state}>"
@@ -152,6 +158,12 @@ class Node:
             self._state = "closed"
             raise
         self._state = "running"
+        if self.supervise is not None:
+            try:
+                await self.start_supervisor(self.supervise)
+            except BaseException:
+                await self.close()
+                raise
 
     async def _run(self, ready: anyio.Event) -> None:
         async with anyio.create_task_group() as tg:
@@ -173,8 +185,10 @@ class Node:
             return
         self._state = "closing"
         try:
+            for root in reversed(self._roots):
+                await root.shutdown("node closing")
             for cell in reversed(list(self._local.values())):
-                await self._stop_cell(cell, "node closing", self.shutdown_timeout)
+                await cell.terminate("node closing", self.shutdown_timeout)
             for future, _subject, _msg in self._pending.values():
                 if not future.done():
                     future.set_exception(TransportClosed(f"node {self.name} closed"))
@@ -218,10 +232,35 @@ class Node:
     ) -> ActorRef:
         """Start ``actor_class(*args, **kwargs)`` at ``subject`` and return its ref.
 
-        Returns once ``on_start`` has finished. Raises ``ActorStartError`` if
-        ``on_start`` raised, ``ValueError`` if the subject is invalid or
-        already served on this node.
+        The actor is not supervised: a handler exception is reported and
+        dead-lettered and the actor goes on. Returns once ``on_start`` has
+        finished. Raises ``ActorStartError`` if ``on_start`` raised,
+        ``ValueError`` if the subject is invalid or already served here.
         """
+        await self.start_cell(
+            actor_class,
+            subject,
+            args,
+            kwargs,
+            capacity=capacity,
+            overflow=overflow,
+            concurrency=concurrency,
+        )
+        return self.ref(subject)
+
+    async def start_cell(
+        self,
+        actor_class: type[AgentActor],
+        subject: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        capacity: int | None = None,
+        overflow: Any = None,
+        concurrency: int | None = None,
+        supervisor: Supervision | None = None,
+    ) -> ActorCell:
+        """Create, subscribe and start the cell of one actor (``spawn`` and supervisors)."""
         self._check_running()
         validate_subject(subject)
         if not (isinstance(actor_class, type) and issubclass(actor_class, AgentActor)):
@@ -232,11 +271,12 @@ class Node:
             self,
             actor_class,
             subject,
-            args,
+            tuple(args),
             kwargs,
             capacity=capacity,
             overflow=overflow,
             concurrency=concurrency,
+            supervisor=supervisor,
         )
         self._local[subject] = cell
         self._spawning += 1
@@ -245,15 +285,15 @@ class Node:
             assert self._tg is not None
             await self._tg.start(cell.run)
         except BaseException:
-            self._spawning -= 1
             await self._release_cell(cell)
             raise
-        self._spawning -= 1
+        finally:
+            self._spawning -= 1
         error = cell.start_error()
         if error is not None:
             await cell.done.wait()
             raise error
-        return self.ref(subject)
+        return cell
 
     async def _subscribe_cell(self, cell: ActorCell) -> None:
         cell.subscriptions.append(
@@ -280,7 +320,8 @@ class Node:
                 log.debug("unsubscribe of %s failed: %s", sub.pattern, exc)
 
     async def cell_stopped(self, cell: ActorCell) -> None:
-        """Called by a cell after its actor stopped: forget it."""
+        """Called by a cell after its actor stopped: forget it and its monitors."""
+        self._monitors.drop_watcher(cell.subject)
         await self._release_cell(cell)
 
     def ref(self, subject: str) -> ActorRef:
@@ -303,35 +344,111 @@ class Node:
         return list(self._local)
 
     async def stop(self, subject: str, *, timeout: float = SHUTDOWN_TIMEOUT) -> None:
-        """Stop the local actor at ``subject`` after its current message.
+        """Stop the local actor at ``subject`` for good, after its current message.
 
         It gets ``timeout`` seconds to finish and run ``on_stop``, then is
-        cancelled. Raises ``LookupError`` if no local actor serves ``subject``.
+        cancelled. A supervised actor is removed from its supervisor (OTP's
+        ``terminate_child``), so it is not restarted. Raises ``LookupError``
+        if no local actor serves ``subject``.
         """
         cell = self._local.get(subject)
         if cell is None:
             raise LookupError(f"no local actor at {subject!r} on node {self.name}")
-        await self._stop_cell(cell, "stopped", timeout)
+        if isinstance(cell.supervisor, SupervisorRuntime):
+            await cell.supervisor.terminate_child(subject)
+        else:
+            await cell.terminate("stopped", timeout)
 
-    async def _stop_cell(self, cell: ActorCell, reason: str, timeout: float) -> None:
-        cell.request_stop(reason)
-        with anyio.move_on_after(timeout):
-            await cell.done.wait()
-        if not cell.done.is_set():
-            log.warning("actor %s did not stop within %g s; cancelling it", cell.subject, timeout)
-            if cell.scope is not None:
-                cell.scope.cancel()
-            await cell.done.wait()
+    # -- supervision -----------------------------------------------------------
+
+    async def start_supervisor(self, tree: Supervisor) -> SupervisorRuntime:
+        """Start a supervision tree (children in order) and return its root.
+
+        Raises ``SupervisorStartError`` if a child fails to start; the
+        children already started are stopped again.
+        """
+        self._check_running()
+        if not isinstance(tree, Supervisor):
+            raise TypeError(f"expected a Supervisor spec, got {tree!r}")
+        root = SupervisorRuntime(self, tree)
+        await root.start()
+        self._roots.append(root)
+        return root
+
+    def supervisor(self, name: str) -> SupervisorRuntime:
+        """The running supervisor called ``name`` (for ``start_child`` and friends)."""
+        try:
+            return self._supervisors[name]
+        except KeyError:
+            raise LookupError(f"no running supervisor {name!r} on node {self.name}") from None
+
+    def register_supervisor(self, runtime: SupervisorRuntime) -> None:
+        if runtime.name in self._supervisors:
+            raise ValueError(f"a supervisor named {runtime.name!r} already runs here")
+        self._supervisors[runtime.name] = runtime
+
+    def unregister_supervisor(self, runtime: SupervisorRuntime) -> None:
+        if self._supervisors.get(runtime.name) is runtime:
+            del self._supervisors[runtime.name]
+
+    def supervision_tree(self) -> str:
+        """Every running tree as indented text, plus unsupervised actors."""
+        parts = [root.describe() for root in self._roots if root.state == "running"]
+        loose = [c.subject for c in self._local.values() if c.supervisor is None]
+        if loose:
+            parts.append("(unsupervised) " + ", ".join(loose))
+        return "\n".join(parts) if parts else "(no actors)"
+
+    def supervision_failed(self, root: SupervisorRuntime, failure: SupervisorFailed) -> None:
+        """A root supervisor gave up: remember why and close the node."""
+        self.failure = failure
+        log.error("root supervisor %s failed; closing node %s: %s", root.name, self.name, failure)
+        if self._failure_close is None:
+            self._failure_close = asyncio.get_running_loop().create_task(self.close())
+
+    def spawn_system_task(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` in the node's task group (supervisors' exit handling)."""
+        self._spawn_task(fn)
+
+    # -- monitors ----------------------------------------------------------------
+
+    def monitor(self, subject: str, watcher: str) -> int:
+        """Deliver ``Down(subject, reason)`` to the actor ``watcher`` when ``subject`` ends.
+
+        See :mod:`synaptic_mesh.supervisors.monitors` for the semantics.
+        """
+        reference = self._monitors.add(subject, watcher)
+        cell = self._local.get(subject)
+        if cell is None or cell.done.is_set() or not cell.started:
+            self._deliver_down(subject, NOPROC)
+        return reference
+
+    def demonitor(self, reference: int) -> None:
+        """Cancel a monitor made by ``monitor``."""
+        self._monitors.remove(reference)
+
+    def incarnation_ended(self, cell: ActorCell, exit: Exit) -> None:
+        """Called by a cell when one incarnation of its actor ended."""
+        self._deliver_down(cell.subject, f"{exit.kind}: {exit.reason}")
+
+    def _deliver_down(self, subject: str, reason: str) -> None:
+        for watcher in self._monitors.fire(subject):
+            cell = self._local.get(watcher)
+            if cell is not None:
+                cell.signal(Down(subject, reason))
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Return once every local actor is started and idle and nothing is in flight.
 
-        Raises ``TimeoutError`` if that does not happen within ``timeout``.
+        Raises ``TimeoutError`` if that does not happen within ``timeout``, and
+        ``SupervisorFailed`` if a root supervisor gave up (the node then closes).
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         pause = 0.0005
         while True:
+            if self.failure is not None:
+                raise self.failure
             if self._idle_now():
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)

@@ -22,11 +22,15 @@ from synaptic_mesh.runtime.errors import (
     MeshError,
     NoResponders,
     RemoteError,
+    SupervisorFailed,
+    SupervisorStartError,
     TransportClosed,
     UnknownTransport,
 )
 from synaptic_mesh.runtime.messages import message
 from synaptic_mesh.runtime.node import Node
+from synaptic_mesh.supervisors.monitors import Down
+from synaptic_mesh.supervisors.spec import Backoff, ChildSpec, Supervisor, child
 
 __version__ = "0.1.0"
 
@@ -36,19 +40,26 @@ __all__ = [
     "ActorStartError",
     "AgentActor",
     "AskTimeout",
+    "Backoff",
+    "ChildSpec",
     "DeadLetter",
     "DecodeError",
     "DeploymentError",
+    "Down",
     "HotlineBusy",
     "MailboxFull",
     "MeshError",
     "NoResponders",
     "Node",
     "RemoteError",
+    "Supervisor",
+    "SupervisorFailed",
+    "SupervisorStartError",
     "ThreadedAgentActor",
     "TransportClosed",
     "UnknownTransport",
     "__version__",
+    "child",
     "message",
     "on",
     "subscribe",

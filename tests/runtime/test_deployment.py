@@ -229,7 +229,7 @@ def test_unknown_actor_key(tmp_path: Path) -> None:
 
 
 def test_no_actor(tmp_path: Path) -> None:
-    fails(tmp_path, '[node]\ntransport = "inproc://"\n', "no [[actor]] table")
+    fails(tmp_path, '[node]\ntransport = "inproc://"\n', "no [[actor]] or [[supervisor]] table")
 
 
 def test_actor_written_as_single_table(tmp_path: Path) -> None:
@@ -293,14 +293,6 @@ def test_kwargs_that_spawn_keeps_for_itself(tmp_path: Path) -> None:
         tmp_path,
         ACTOR + "[actor.kwargs]\ncapacity = 3\nsubject = 'x'\n",
         "[actor.kwargs] cannot use 'capacity', 'subject'",
-    )
-
-
-def test_supervisor_tables_are_not_supported_yet(tmp_path: Path) -> None:
-    fails(
-        tmp_path,
-        ACTOR + '[[supervisor]]\nname = "core"\n',
-        "supervision trees in deployment files are not supported yet",
     )
 
 

@@ -1,0 +1,144 @@
+"""The drain loop: take one message at a time and hand it to its handler.
+
+This is the hot path of every actor. A plain tell with a known handler costs
+one ``popleft``, one dict lookup by class and one ``await``; everything else
+(asks, subscription deliveries, unknown types, system messages) leaves the
+fast path for :meth:`Dispatcher._slow`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from synaptic_mesh.actors.handlers import lookup_handler
+from synaptic_mesh.actors.signals import Call, Exit, Signal
+from synaptic_mesh.runtime.errors import RemoteError, TransportClosed
+
+if TYPE_CHECKING:
+    from synaptic_mesh.actors.actor import AgentActor
+    from synaptic_mesh.actors.cell import Host
+    from synaptic_mesh.actors.mailbox import Mailbox
+
+
+class Dispatcher:
+    """Mixin of ``ActorCell``: draining, dispatching, replying, dead-lettering."""
+
+    host: Host
+    subject: str
+    mailbox: Mailbox
+    table: dict[type, Callable[..., Any]]
+    actor: AgentActor | None
+    actor_class: type[AgentActor]
+    current: Call | None
+    _ending: Exit | None
+
+    def _system(self, item: Any) -> bool:
+        raise NotImplementedError
+
+    def _crashed(self, error: BaseException, message: Any) -> bool:
+        raise NotImplementedError
+
+    async def drain(self) -> None:
+        """Take messages one at a time until this incarnation ends."""
+        mailbox = self.mailbox
+        user = mailbox.user
+        system = mailbox.system
+        table = self.table
+        actor = self.actor
+        while self._ending is None:
+            if system:
+                item = system.popleft()
+                if item.__class__ is Signal:
+                    await self._slow(actor, item.message)
+                elif not self._system(item):
+                    mailbox.wake()  # let sibling workers (concurrency > 1) see the end
+                    return
+                continue
+            if user:
+                item = user.popleft()
+                if mailbox._putters:
+                    mailbox.taken()
+                handler = table.get(item.__class__)
+                if handler is not None:
+                    try:
+                        await handler(actor, item)
+                    except Exception as exc:
+                        if self._crashed(exc, item):
+                            mailbox.wake()
+                            return
+                else:
+                    await self._slow(actor, item)
+                continue
+            if mailbox.closed:
+                return
+            await mailbox.wait()
+
+    async def _slow(self, actor: Any, item: Any) -> None:
+        """Everything but a bare tell with a known handler: asks, subscriptions, unknowns."""
+        if item.__class__ is not Call:
+            handler = lookup_handler(self.table, item.__class__)
+            if handler is None:
+                self._dead(item, f"{self.actor_class.__qualname__} has no handler for it")
+                return
+            try:
+                await handler(actor, item)
+            except Exception as exc:
+                self._crashed(exc, item)
+            return
+        call: Call = item
+        handler = call.handler or lookup_handler(self.table, call.message.__class__)
+        if handler is None:
+            reason = (
+                f"{self.actor_class.__qualname__} has no handler for "
+                f"{type(call.message).__qualname__}"
+            )
+            self._dead(call.message, reason, call.sender)
+            if call.wants_reply:
+                await self._reply(call, None, LookupError(reason))
+            return
+        self.current = call
+        try:
+            result = await handler(actor, call.message)
+        except Exception as exc:
+            if call.wants_reply:
+                await self._reply(call, None, exc)
+            self._crashed(exc, call.message)
+        except BaseException:
+            # Cancelled mid-handler (shutdown timeout): a local asker learns at once.
+            if call.future is not None and not call.future.done():
+                call.future.set_exception(
+                    TransportClosed(f"actor {self.subject!r} stopped before replying")
+                )
+            raise
+        else:
+            if call.wants_reply:
+                await self._reply(call, result, None)
+        finally:
+            self.current = None
+
+    async def _reply(self, call: Call, result: Any, error: BaseException | None) -> None:
+        future = call.future
+        if future is not None:
+            if future.done():
+                self.host.note_late_reply()  # the asker gave up (timeout)
+                return
+            if error is None:
+                future.set_result(result)
+            else:
+                remote = RemoteError(self.subject, type(error).__name__, str(error))
+                remote.__cause__ = error
+                future.set_exception(remote)
+            return
+        await self.host.send_reply(call, result, error)
+
+    def _dropped(self, item: Any, reason: str) -> None:
+        self._dead(item, f"{reason} at {self.subject!r}")
+
+    def _dead(self, item: Any, reason: str, sender: str | None = None) -> None:
+        if isinstance(item, Call):
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(RemoteError(self.subject, "DeadLetter", reason))
+            self.host.dead_letter(reason, self.subject, item.message, item.sender)
+            return
+        self.host.dead_letter(reason, self.subject, item, sender)
