@@ -105,6 +105,7 @@ class ActorCell(Dispatcher):
         self.current: Call | None = None
         self.subscriptions: list[Any] = []
         self._ending: Exit | None = None
+        self._alive = False  # an instance has started and its on_stop has not run yet
         self._life: anyio.CancelScope | None = None
         self._instruction: asyncio.Future[tuple[str, str]] | None = None
         self._begun: asyncio.Future[BaseException | None] | None = None
@@ -151,6 +152,7 @@ class ActorCell(Dispatcher):
                 await self.actor._mesh_restart(restart_reason)
         except Exception as exc:
             return exc
+        self._alive = True
         return None
 
     def new_actor(self) -> AgentActor:
@@ -178,7 +180,8 @@ class ActorCell(Dispatcher):
     async def _end_incarnation(self, exit: Exit) -> None:
         """Run ``on_stop`` of the ending instance (best effort) and tell monitors."""
         actor = self.actor
-        if actor is not None:
+        if actor is not None and self._alive:
+            self._alive = False
             with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_HOOK_TIMEOUT):
                 try:
                     await actor._mesh_stop()
@@ -314,6 +317,8 @@ class ActorCell(Dispatcher):
 
     async def _finish(self) -> None:
         with anyio.CancelScope(shield=True):
+            if self._alive:  # cancelled while live (shutdown timeout): still clean up
+                await self._end_incarnation(Exit("killed", "cancelled after its shutdown timeout"))
             self._close_mailbox(self.stop_reason or "stopped")
             if self.stop_reason is None:
                 self.stop_reason = "cancelled"

@@ -464,6 +464,7 @@ class Node:
         return (
             self._spawning == 0
             and self._outbox.idle
+            and not any(s.busy for s in self._supervisors.values())
             and all(cell.idle or cell.done.is_set() for cell in self._local.values())
         )
 

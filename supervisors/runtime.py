@@ -57,6 +57,11 @@ class SupervisorRuntime:
         self._lock = asyncio.Lock()
         self._dynamic = itertools.count(1)
 
+    @property
+    def busy(self) -> bool:
+        """Exits are queued or being handled."""
+        return bool(self._events) or self._pumping
+
     def __repr__(self) -> str:
         return f"<SupervisorRuntime {self.name} {self.spec.strategy} {self.state}>"
 

@@ -1,0 +1,101 @@
+"""Small statistics and formatting helpers shared by the benchmark scripts.
+
+Benchmarks on a shared two-core machine are noisy, so every figure is a median
+of repeated runs reported with its spread, and comparisons are ratios taken
+within one run. These helpers keep that arithmetic (and how it is printed) in
+one place, so every bench script reports numbers the same way as
+``shared/BASELINES.md`` does.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of already sorted values, linearly interpolated.
+
+    Same definition as ``numpy.percentile``'s default, so figures compare with
+    tools that use it. Raises ``ValueError`` on an empty sequence.
+    """
+    if not sorted_values:
+        raise ValueError("percentile of an empty sequence")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, got {q}")
+    pos = (len(sorted_values) - 1) * q / 100
+    low = math.floor(pos)
+    high = min(low + 1, len(sorted_values) - 1)
+    frac = pos - low
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * frac
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of ``values`` (``nan`` for none, so a missing peer prints as ``-``)."""
+    return statistics.median(values) if values else math.nan
+
+
+def spread(values: Sequence[float]) -> float:
+    """``(max - min) / median``: how far apart repeated runs landed (0 for one run)."""
+    if not values:
+        return math.nan
+    mid = statistics.median(values)
+    if mid == 0:
+        return math.nan
+    return (max(values) - min(values)) / mid
+
+
+def fmt_rate(value: float) -> str:
+    """A rate as a whole number with thousands separators: ``2,274,664``."""
+    return "-" if math.isnan(value) else f"{value:,.0f}"
+
+
+def fmt_us(value: float) -> str:
+    """Microseconds with three significant digits (``5.69``, ``10.6``, ``168``, ``1,052``)."""
+    if math.isnan(value):
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def fmt_pct(value: float) -> str:
+    """A fraction as a whole percentage: ``0.12`` -> ``12%``."""
+    return "-" if math.isnan(value) else f"{value * 100:.0f}%"
+
+
+def fmt_ratio(value: float) -> str:
+    """A ratio with two decimals and an ``x``: ``0.62x``."""
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
+def render_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]
+) -> str:
+    """A Markdown table with padded columns (readable in a terminal, pasteable in a doc).
+
+    ``right[i]`` right-aligns column ``i`` (numbers); the others are left-aligned.
+    """
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.rjust(w) if r else cell.ljust(w)
+            for cell, w, r in zip(cells, widths, right, strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if r else ("-" * (w + 2))
+            for w, r in zip(widths, right, strict=True)
+        )
+        + "|"
+    )
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
