@@ -87,7 +87,11 @@ class Dispatcher:
                 self._crashed(exc, item)
             return
         call: Call = item
-        handler = call.handler or lookup_handler(self.table, call.message.__class__)
+        handler = (
+            call.handler
+            or self.table.get(call.message.__class__)
+            or lookup_handler(self.table, call.message.__class__)
+        )
         if handler is None:
             reason = (
                 f"{self.actor_class.__qualname__} has no handler for "

@@ -36,9 +36,9 @@ from synaptic_mesh.actors.ref import ActorRef
 from synaptic_mesh.actors.signals import Call, Exit
 from synaptic_mesh.runtime import codec
 from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter, describe
+from synaptic_mesh.runtime.deadlines import Deadlines
 from synaptic_mesh.runtime.envelope import ASK, ERROR, PUBLISH, REPLY, TELL, Envelope
 from synaptic_mesh.runtime.errors import (
-    AskTimeout,
     DecodeError,
     MailboxFull,
     MeshError,
@@ -68,11 +68,6 @@ class NodeStats:
     late_replies: int = 0
     failures: int = 0
     decode_errors: int = 0
-
-
-def _expire(future: asyncio.Future[Any], subject: str, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(AskTimeout(subject, timeout))
 
 
 class Node:
@@ -122,6 +117,7 @@ class Node:
         self._state = "new"
         self._outbox = _make_outbox(self, outbox_capacity)
         self._monitors = Monitors()
+        self._deadlines = Deadlines()
         self._supervisors: dict[str, SupervisorRuntime] = {}
         self._roots: list[SupervisorRuntime] = []
         self.failure: SupervisorFailed | None = None
@@ -199,6 +195,7 @@ class Node:
                 log.warning("node closing: message to %s was never sent", subject)
             await self.transport.close()
         finally:
+            self._deadlines.close()
             if self._stop_runner is not None:
                 self._stop_runner.set()
             if self._runner is not None:
@@ -535,16 +532,14 @@ class Node:
     ) -> Any:
         """Send ``message`` to ``subject`` and return the reply.
 
-        Raises ``AskTimeout`` after ``timeout`` seconds, ``NoResponders`` at once
+        Raises ``AskTimeout`` after ``timeout`` seconds (at most 10 ms later,
+        see :mod:`~synaptic_mesh.runtime.deadlines`), ``NoResponders`` at once
         when the transport knows nobody serves the subject (the message is also
         recorded as a dead letter), ``RemoteError`` when the handler raised,
         ``TransportClosed`` when the node closes first.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        timer = (
-            None if timeout is None else loop.call_later(timeout, _expire, future, subject, timeout)
-        )
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        slot = None if timeout is None else self._deadlines.add(future, subject, timeout)
         try:
             cell = self._local.get(subject)
             if cell is not None and not cell.mailbox.closed:
@@ -562,8 +557,8 @@ class Node:
             finally:
                 self._pending.pop(corr, None)
         finally:
-            if timer is not None:
-                timer.cancel()
+            if slot is not None:
+                self._deadlines.discard(slot, future)
 
     async def send_reply(self, call: Call, result: Any, error: BaseException | None) -> None:
         """Reply to an ask that came from another node (called by the cell)."""
