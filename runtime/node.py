@@ -612,17 +612,20 @@ class Node:
 
     def _open(self, subject: str, frames: Sequence[Frame]) -> Envelope | None:
         """The envelope in ``frames``, or ``None`` after dead-lettering a bad frame."""
-        if frames and type(frames[0]) is Envelope:
-            return frames[0]
-        if not frames:
+        try:
+            if type(frames[0]) is Envelope:
+                return frames[0]
+        except IndexError:
             self.dead_letter("empty message (no frames)", subject)
             return None
+        except TypeError:
+            pass  # not a sequence of frames: the codec says so below
         try:
             return codec.decode(frames, self.codec_limits)
         except DecodeError as exc:
             self.stats.decode_errors += 1
             log.warning("undecodable frame on %s: %s", subject, exc.reason)
-            first = frames[0]
+            first = frames[0] if isinstance(frames, list | tuple) and frames else None
             preview = (
                 bytes(first[:48]).hex() if isinstance(first, bytes | bytearray | memoryview) else ""
             )
