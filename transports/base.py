@@ -26,7 +26,11 @@ Contract, stated once for all transports (the conformance suite checks it):
 - Handlers are coroutines; a transport awaits them in order per subscription,
   so a slow handler pushes back on its source instead of queueing without bound.
 
-This module depends on nothing else in the project but the envelope types.
+Link transports implement the smaller :class:`Link` contract instead and let
+the shared router (``runtime/router.py``) provide everything above.
+
+This module depends on nothing else in the project but the envelope types
+and the error classes.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import abc
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+
+from synaptic_mesh.runtime.errors import TransportClosed
 
 Frame = Any
 """A buffer (``bytes``, ``bytearray``, ``memoryview``) or, on a by-reference
@@ -130,3 +136,145 @@ class Transport(abc.ABC):
         With ``queue``, each message goes to one member of the group.
         Raises ``TransportClosed`` after ``close``.
         """
+
+
+# --------------------------------------------------------------------------- links
+#
+# Link transports (raw TCP, Unix sockets, ZeroMQ PAIR, WebSocket, ...) do not
+# route subjects: they only move multipart messages between two nodes. The
+# shared router (``synaptic_mesh.runtime.router.RoutedTransport``) builds the
+# whole Transport contract above on top of them. A link transport therefore
+# implements only the three small classes below.
+
+Buffer = bytes | bytearray | memoryview
+"""One frame on a link: any contiguous byte buffer."""
+
+
+class LinkClosed(TransportClosed):
+    """The link is closed; ``reason`` says why (EOF, reset, protocol error, ``close``).
+
+    A :class:`~synaptic_mesh.runtime.errors.TransportClosed`, so a send that
+    fails because its link went away is reported like any closed transport.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LinkProtocolError(LinkClosed):
+    """The peer sent bytes that break the link's framing or the router protocol.
+
+    The link is aborted when this is raised; the node and its other links go on.
+    """
+
+
+class Link(abc.ABC):
+    """A bidirectional, ordered pipe of multipart messages between two nodes.
+
+    Contract:
+
+    - Messages arrive in the order they were sent, each with the same frames
+      (lengths and bytes) it was sent with; no message is split or merged.
+    - ``await send(frames)`` waits while the outgoing buffer is above the
+      link's high-water mark, so a peer that reads slowly slows its senders
+      instead of making this process buffer without bound. ``send_nowait``
+      never waits: it is for the router's small control messages (heartbeats,
+      interest updates), which must flow even while data is held back.
+    - ``await recv()`` returns the next message; once the link is closed it
+      first returns what was already received, then raises :class:`LinkClosed`
+      (or :class:`LinkProtocolError` when malformed input closed it).
+    - ``close()`` is graceful (what is buffered is still sent), ``abort()``
+      drops the buffer at once; both are idempotent and wake blocked senders
+      and receivers with :class:`LinkClosed`.
+    - ``peer_id`` is ``None`` until the router's handshake names the peer.
+    """
+
+    peer_id: str | None = None
+
+    @property
+    @abc.abstractmethod
+    def label(self) -> str:
+        """Where the link goes, for logs (``"127.0.0.1:7001 -> 127.0.0.1:7002"``)."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """Whether the link is closed or closing (no further sends are accepted)."""
+
+    @property
+    @abc.abstractmethod
+    def close_reason(self) -> str | None:
+        """Why the link closed, once it has."""
+
+    @abc.abstractmethod
+    async def send(self, frames: Sequence[Buffer]) -> None:
+        """Send one message, waiting while the peer is behind (see class docstring).
+
+        Raises :class:`LinkClosed` if the link is or becomes closed, and
+        ``ValueError`` if the message breaks the link's size limits.
+        """
+
+    @abc.abstractmethod
+    def send_nowait(self, frames: Sequence[Buffer]) -> None:
+        """Send one small message without waiting; raises :class:`LinkClosed` when closed."""
+
+    @abc.abstractmethod
+    async def recv(self) -> list[Buffer]:
+        """The next message's frames; raises :class:`LinkClosed` after the last one."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Send what is buffered, then close; idempotent."""
+
+    @abc.abstractmethod
+    def abort(self, reason: str) -> None:
+        """Close at once, dropping the buffer, recording ``reason``; idempotent."""
+
+    @abc.abstractmethod
+    async def wait_closed(self) -> None:
+        """Return once the link is fully closed."""
+
+
+class LinkListener(abc.ABC):
+    """A bound endpoint accepting links; ``address`` is the address actually bound."""
+
+    address: str
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop accepting links (links already accepted stay open); idempotent."""
+
+
+class LinkConnector(abc.ABC):
+    """Opens links: ``listen`` for incoming ones, ``dial`` to reach a peer.
+
+    The router owns every link it is handed and closes it; a connector keeps
+    no state of its own beyond its configuration (limits, socket options).
+    """
+
+    @abc.abstractmethod
+    async def listen(self, address: str, accept: Callable[[Link], None]) -> LinkListener:
+        """Bind ``address`` and call ``accept(link)`` for each incoming link."""
+
+    @abc.abstractmethod
+    async def dial(self, address: str, timeout: float) -> Link:
+        """Connect to ``address``; raises ``OSError`` (or ``TimeoutError``) on failure."""
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """Input a link had to refuse, reported to ``transport.on_bad_frame`` hooks.
+
+    ``peer``: the peer's id, or its address when the handshake had not named
+    it. ``reason``: what was wrong. ``subject``: the message's subject when it
+    could be read. ``frames``: the message's frames when it was complete
+    (frame 0 is the envelope), else empty. ``preview``: the first bytes of
+    the offending input in hex. The node turns each into a dead letter.
+    """
+
+    peer: str
+    reason: str
+    subject: str | None = None
+    frames: tuple[Buffer, ...] = ()
+    preview: str = ""

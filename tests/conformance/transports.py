@@ -108,6 +108,39 @@ class InprocCase(TransportCase):
             await first.close()
 
 
+class TcpCase(TransportCase):
+    """Two nodes on ``tcp://`` in this process: ``a`` listens, ``b`` listens and dials ``a``.
+
+    Both bind port 0 on 127.0.0.1, so cases never collide. The nodes share
+    the process (there is no process-backed ``Peer`` yet); every message
+    still crosses a real TCP connection, encoded.
+    """
+
+    name = scheme = "tcp"
+
+    @asynccontextmanager
+    async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
+        async with Node("tcp://127.0.0.1:0", name="a") as a:
+            url = f"tcp://127.0.0.1:0?peers={a.transport.address}"  # type: ignore[attr-defined]
+            async with Node(url, name="b") as b:
+                yield a, LocalPeer(b)
+
+    @asynccontextmanager
+    async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:
+        from synaptic_mesh.runtime.transport_lookup import open_transport
+
+        first = open_transport("tcp://127.0.0.1:0")
+        await first.start()
+        second = open_transport(f"tcp://127.0.0.1:0?peers={first.address}")  # type: ignore[attr-defined]
+        try:
+            await second.start()
+            yield first, second
+        finally:
+            await second.close()
+            await first.close()
+
+
 CASES: list[TransportCase] = [
     InprocCase(),
+    TcpCase(),
 ]

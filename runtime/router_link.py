@@ -1,0 +1,272 @@
+"""Per-link and per-peer state of the subject router.
+
+A :class:`LinkState` wraps one :class:`~synaptic_mesh.transports.base.Link`
+with what the router needs on top of it: the interest exchanged over it, the
+credit window for MSG traffic, the queue of received messages waiting for
+delivery, FLUSH barriers in flight, heartbeat times and counters. A
+:class:`Peer` is one remote node; it usually has one link, two for a moment
+when both nodes of a full mesh dial each other (both are kept, the first one
+carries the traffic, see ``router.py``).
+
+Why credit and not only socket back-pressure: the router reads every link
+continuously, so heartbeats and interest updates keep flowing while a slow
+handler holds data back. Without a window that would buffer without bound;
+with it a receiver holds at most ``window`` bytes and messages per link and
+the sender waits for CREDIT, which the receiver returns as it delivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from synaptic_mesh.runtime import router_protocol as proto
+from synaptic_mesh.transports.base import Buffer, Link, LinkClosed
+
+Key = tuple[str, "str | None"]
+"""One unit of interest: ``(pattern, queue)``."""
+
+
+@dataclass
+class LinkStats:
+    """MSG traffic over one link (control messages are not counted)."""
+
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    messages_received: int = 0
+    bytes_received: int = 0
+
+    def __iadd__(self, other: LinkStats) -> LinkStats:
+        self.messages_sent += other.messages_sent
+        self.bytes_sent += other.bytes_sent
+        self.messages_received += other.messages_received
+        self.bytes_received += other.bytes_received
+        return self
+
+
+class Peer:
+    """A remote node with at least one link up; an item of the router's subject table."""
+
+    __slots__ = ("announced", "id", "keys", "links")
+
+    def __init__(self, peer_id: str) -> None:
+        self.id = peer_id
+        self.announced = False  # on_peer_up fired (once its first link synced)
+        self.links: list[LinkState] = []
+        self.keys: dict[Key, int] = {}  # interest -> number of this peer's links carrying it
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.id} links={len(self.links)}>"
+
+    async def send(
+        self, subject: str, reply_to: str | None, queues: Sequence[str], hops: int, frames: Any
+    ) -> None:
+        """Send one MSG over the peer's first live link (so order per peer holds)."""
+        for state in self.links:
+            if not state.link.closed:
+                await state.send_msg(proto.msg_header(subject, reply_to, queues, hops), frames)
+                return
+        raise LinkClosed(f"no open link to peer {self.id}")
+
+
+class LinkState:
+    """Everything the router keeps about one link (see module docstring)."""
+
+    def __init__(
+        self,
+        link: Link,
+        dialed: str | None,
+        exports: tuple[str, ...] | None,
+        window_msgs: int,
+        window_bytes: int,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.link = link
+        self.dialed = dialed  # the address we dialed, None for an accepted link
+        self.exports = exports  # prefixes this link may learn of (a branch's parent link)
+        self.peer: Peer | None = None
+        self.up = False  # HELLO exchanged and our interest snapshot sent
+        self.synced = loop.create_future()  # the peer applied our snapshot: FLUSHED(0) came
+        self.counted = False  # taken off the router's count of unsynced links
+        self.sent: set[Key] = set()  # interest we advertised on this link
+        self.got: set[Key] = set()  # interest the peer advertised on this link
+        self.last_rx = loop.time()
+        self.last_ping = loop.time()
+        self.bye: str | None = None
+        self.stats = LinkStats()
+        # sending: the peer's window, what is left of it
+        self._peer_window_bytes = 0
+        self._credit_msgs = 0
+        self._credit_bytes = 0
+        self._credit_waiters: list[asyncio.Future[None]] = []
+        # receiving: our window, what waits for delivery, credit not yet returned
+        self.window_msgs = window_msgs
+        self.window_bytes = window_bytes
+        self._queue: deque[tuple[list[Any], list[Buffer], int]] = deque()
+        self._held_msgs = 0
+        self._held_bytes = 0
+        self._queue_waiter: asyncio.Future[None] | None = None
+        self._unreturned_msgs = 0
+        self._unreturned_bytes = 0
+        self.draining = False  # set by close: deliver nothing more
+        # FLUSH barriers we sent
+        self._tokens = itertools.count(1)
+        self._flushes: dict[int, asyncio.Future[None]] = {}
+
+    def __repr__(self) -> str:
+        return f"<LinkState {self.link.label} peer={self.peer.id if self.peer else None}>"
+
+    @property
+    def name(self) -> str:
+        """The peer's id when known, else where the link goes; for logs and reports."""
+        return self.peer.id if self.peer is not None else self.link.label
+
+    # -- sending MSG under credit ---------------------------------------------
+
+    def open_window(self, msgs: int, nbytes: int) -> None:
+        """Start with the window the peer announced in its HELLO."""
+        self._peer_window_bytes = nbytes
+        self._credit_msgs, self._credit_bytes = msgs, nbytes
+
+    def grant(self, msgs: int, nbytes: int) -> None:
+        """CREDIT arrived: the peer consumed that much."""
+        self._credit_msgs += msgs
+        self._credit_bytes += nbytes
+        for waiter in self._credit_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._credit_waiters.clear()
+
+    async def send_msg(self, header: bytes, frames: Sequence[Buffer]) -> None:
+        """Send a MSG, waiting for credit first and then for the link's buffer.
+
+        A message larger than the whole window is allowed once the window is
+        entirely free, so nothing is too big to ever be sent.
+        """
+        size = len(header) + _size(frames)
+        while self._credit_msgs < 1 or (
+            self._credit_bytes < size and self._credit_bytes < self._peer_window_bytes
+        ):
+            if self.link.closed:
+                raise LinkClosed(f"link to {self.name} closed: {self.link.close_reason}")
+            waiter = asyncio.get_running_loop().create_future()
+            self._credit_waiters.append(waiter)
+            await waiter
+        self._credit_msgs -= 1
+        self._credit_bytes -= size
+        try:
+            await self.link.send([header, *frames])
+        except ValueError:  # refused before anything was written: give the credit back
+            self._credit_msgs += 1
+            self._credit_bytes += size
+            raise
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += size
+
+    # -- receiving MSG --------------------------------------------------------------
+
+    def push(self, items: list[Any], frames: list[Buffer]) -> None:
+        """Queue a received MSG for the delivery task; enforce our window.
+
+        ``_held_*`` counts what the peer sent and we have not credited back
+        yet; an honest sender never exceeds the window, except with one single
+        message larger than the whole window.
+        """
+        size = _size(frames)
+        self.stats.messages_received += 1
+        self.stats.bytes_received += size
+        self._queue.append((items, frames, size))
+        self._held_msgs += 1
+        self._held_bytes += size
+        if self._held_msgs > self.window_msgs or (
+            self._held_bytes > self.window_bytes and self._held_msgs > 1
+        ):
+            raise proto.RouterProtocolError(
+                f"peer overran its window: {self._held_msgs} messages / {self._held_bytes} "
+                f"bytes not yet credited, window {self.window_msgs} / {self.window_bytes}"
+            )
+        waiter = self._queue_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> tuple[list[Any], list[Buffer], int] | None:
+        """The next MSG to deliver; ``None`` once the link is gone and the queue empty."""
+        while not self._queue:
+            if self.link.closed or self.draining:
+                return None
+            self._queue_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._queue_waiter
+            finally:
+                self._queue_waiter = None
+        if self.draining:
+            return None
+        return self._queue.popleft()
+
+    def delivered(self, size: int) -> None:
+        """One MSG was handled: return credit once half a window is used up."""
+        self._unreturned_msgs += 1
+        self._unreturned_bytes += size
+        if (
+            self._unreturned_msgs * 2 >= self.window_msgs
+            or self._unreturned_bytes * 2 >= self.window_bytes
+        ):
+            msgs, nbytes = self._unreturned_msgs, self._unreturned_bytes
+            self._unreturned_msgs = self._unreturned_bytes = 0
+            self._held_msgs -= msgs
+            self._held_bytes -= nbytes
+            self.send_control(proto.control(proto.CREDIT, msgs, nbytes))
+
+    # -- control ----------------------------------------------------------------------
+
+    def send_control(self, frames: Sequence[Buffer]) -> bool:
+        """Send a control message now; False if the link is already closed."""
+        try:
+            self.link.send_nowait(frames)
+        except LinkClosed:
+            return False
+        return True
+
+    def flush(self) -> asyncio.Future[None]:
+        """Send a FLUSH barrier; the future resolves at FLUSHED or when the link closes."""
+        token = next(self._tokens)
+        future = asyncio.get_running_loop().create_future()
+        self._flushes[token] = future
+        if not self.send_control(proto.control(proto.FLUSH, token)):
+            future.set_result(None)
+        return future
+
+    def flushed(self, token: int) -> None:
+        """FLUSHED arrived; token 0 answers the FLUSH that follows our interest snapshot."""
+        future = self.synced if token == 0 else self._flushes.pop(token, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def wake(self) -> None:
+        """The link closed: release every sender, barrier and the delivery task."""
+        for waiter in self._credit_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._credit_waiters.clear()
+        for future in self._flushes.values():
+            if not future.done():
+                future.set_result(None)
+        self._flushes.clear()
+        if not self.synced.done():
+            self.synced.set_result(None)
+        if self._queue_waiter is not None and not self._queue_waiter.done():
+            self._queue_waiter.set_result(None)
+
+
+def _size(frames: Sequence[Buffer]) -> int:
+    total = 0
+    for f in frames:
+        total += len(f) if type(f) is bytes else memoryview(f).nbytes
+    return total
+
+
+frames_size = _size

@@ -1,0 +1,322 @@
+"""The subject router over real TCP links: full mesh and root/branch/leaf trees.
+
+Traffic is counted per link (``link_stats``: MSGs only, control excluded) to
+show that nothing goes to a peer without matching interest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from synaptic_mesh import AgentActor, NoResponders, subscribe
+from synaptic_mesh.runtime.router_interest import pattern_within
+from tests.transports.peer_process import Done, Echo, Job
+from tests.transports.util import Collector, node_chain, tcp_nodes, until
+
+MESH3 = ("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}", "tcp://127.0.0.1:0?peers={0},{1}")
+
+
+# -- full mesh ------------------------------------------------------------------------
+
+
+async def test_mesh_interest_propagates_and_only_interested_peers_get_traffic() -> None:
+    async with tcp_nodes(*MESH3) as (a, b, c):
+        assert sorted(a.peer_ids()) == sorted([b.id, c.id])
+        got = Collector()
+        sub = await c.subscribe("only.c.>", got)
+        # subscribe returned: every peer already knows (FLUSH barrier)
+        assert a.peer_interest(c.id) == [("only.c.>", None)]
+        assert b.peer_interest(c.id) == [("only.c.>", None)]
+        assert a.peer_interest(b.id) == []
+        for i in range(20):
+            await a.publish("only.c.x", [b"%d" % i])
+        await until(lambda: len(got.got) == 20)
+        assert got.payloads == [b"%d" % i for i in range(20)], "in order"
+        assert a.link_stats(c.id).messages_sent == 20
+        assert a.link_stats(b.id).messages_sent == 0, "never forwarded to an uninterested peer"
+        assert b.link_stats(a.id).messages_received == 0
+        assert c.link_stats(b.id).messages_sent == 0, "a mesh forwards one hop only"
+        await sub.unsubscribe()
+        await until(lambda: not a.peer_interest(c.id), what="UNSUB reached a")
+        await a.publish("only.c.x", [b"nobody wants this"])
+        assert a.link_stats(c.id).messages_sent == 20
+
+
+async def test_mesh_no_responders_and_reply_routing() -> None:
+    async with tcp_nodes(*MESH3) as (a, _b, c):
+        inbox = Collector()
+        await a.subscribe("_INBOX.a.>", inbox)
+        await a.publish("nobody.home", [b"question"], reply_to="_INBOX.a.1")
+        assert inbox.got == [("_INBOX.a.1", [], None)], "no responders: empty frames at once"
+
+        async def answer(subject: str, frames: list[bytes], reply_to: str | None) -> None:
+            assert reply_to is not None
+            await c.publish(reply_to, [b"answer to " + bytes(frames[0])])
+
+        await c.subscribe("svc.answer", answer)
+        await a.publish("svc.answer", [b"q1"], reply_to="_INBOX.a.2")
+        await until(lambda: len(inbox.got) == 2)
+        assert inbox.got[1] == ("_INBOX.a.2", [b"answer to q1"], None)
+
+
+async def test_queue_group_spanning_three_nodes_is_served_exactly_once() -> None:
+    async with tcp_nodes(*MESH3) as nodes:
+        a, b, c = nodes
+        members = {name: Collector() for name in ("a1", "a2", "b1", "c1")}
+        await a.subscribe("jobs.>", members["a1"], queue="workers")
+        await a.subscribe("jobs.*", members["a2"], queue="workers")
+        await b.subscribe("jobs.>", members["b1"], queue="workers")
+        await c.subscribe("jobs.>", members["c1"], queue="workers")
+        everyone = Collector()
+        await c.subscribe("jobs.>", everyone)  # a plain subscriber hears every job
+        sent = []
+        for i in range(60):
+            for origin in (a, b):
+                payload = f"{origin.id}:{i}".encode()
+                sent.append(payload)
+                await origin.publish(f"jobs.{i % 4}", [payload])
+        await until(lambda: sum(len(m.got) for m in members.values()) >= 120)
+        await until(lambda: len(everyone.got) == 120)
+        await asyncio.sleep(0.05)  # a duplicate would arrive now
+        delivered = Counter(p for m in members.values() for p in m.payloads)
+        assert sorted(delivered) == sorted(sent) and set(delivered.values()) == {1}
+        assert all(m.got for m in members.values()), {n: len(m.got) for n, m in members.items()}
+
+
+async def test_both_nodes_dialing_each_other_keep_one_peer_and_exactly_once() -> None:
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    pa, pb = ports
+    async with tcp_nodes(
+        f"tcp://127.0.0.1:{pa}?peers=127.0.0.1:{pb}",
+        f"tcp://127.0.0.1:{pb}?peers=127.0.0.1:{pa}",
+        connect_timeout=0.2,
+    ) as (a, b):
+        await until(lambda: len(a._peers[b.id].links) == 2 and len(b._peers[a.id].links) == 2)
+        downs: list[str] = []
+        a.on_peer_down.append(lambda peer, reason: downs.append(peer))
+        got = Collector()
+        await b.subscribe("twice.>", got)
+        for i in range(50):
+            await a.publish("twice.x", [b"%d" % i])
+        await until(lambda: len(got.got) == 50)
+        a._peers[b.id].links[0].link.abort("test drops one of two links")
+        for i in range(50, 60):
+            await a.publish("twice.x", [b"%d" % i])
+        await until(lambda: len(got.got) == 60)
+        await asyncio.sleep(0.05)
+        assert got.payloads == [b"%d" % i for i in range(60)], "exactly once, in order"
+        assert downs == [], "the peer is still up on its other link"
+
+
+async def test_slow_handler_holds_the_sender_by_credit_while_heartbeats_flow() -> None:
+    async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}", window_msgs=8) as (
+        a,
+        b,
+    ):
+        gate = asyncio.Event()
+        got: list[bytes] = []
+
+        async def slow(subject: str, frames: list[bytes], reply_to: str | None) -> None:
+            await gate.wait()
+            got.append(bytes(frames[0]))
+
+        await b.subscribe("slow.>", slow)
+
+        async def flood() -> None:
+            for i in range(100):
+                await a.publish("slow.x", [b"%d" % i])
+
+        task = asyncio.ensure_future(flood())
+        await asyncio.sleep(3 * a.settings.dead_after)  # far longer than a dead link lives
+        assert not task.done(), "the publisher waits for credit"
+        assert a.link_stats(b.id).messages_sent == 8, "no more than the window is in flight"
+        assert a.peer_ids() == [b.id] and b.peer_ids() == [a.id], "heartbeats kept the link"
+        gate.set()
+        await asyncio.wait_for(task, 5)
+        await until(lambda: len(got) == 100)
+        assert got == [b"%d" % i for i in range(100)]
+
+
+# -- a node in another process, killed -------------------------------------------------
+
+
+@asynccontextmanager
+async def child_node(
+    url: str, subject: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    root = Path(__file__).resolve().parents[2]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.transports.peer_process",
+        url,
+        subject,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=root,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert line.startswith(b"READY "), line
+        yield proc, line.split()[1].decode()
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # already reaped after a SIGKILL
+            proc.kill()
+        await proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["SIGKILL", "SIGSTOP"])
+async def test_killed_node_is_detected_dropped_and_rejoins(sig: signal.Signals) -> None:
+    """SIGKILL closes the socket at once; SIGSTOP leaves it open, only heartbeats notice."""
+    timing = {"heartbeat": 0.2, "misses": 3}
+    async with node_chain("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}", **timing) as (a, b):
+        downs: list[tuple[str, str, float]] = []
+        ups: list[str] = []
+        a.transport.on_peer_down.append(lambda p, r: downs.append((p, r, time.monotonic())))
+        a.transport.on_peer_up.append(ups.append)
+        peers = f"{a.transport.address},{b.transport.address}"
+        url = f"tcp://127.0.0.1:0?peers={peers}&heartbeat=0.2&misses=3"
+        async with child_node(url, "remote.echo") as (proc, child_id):
+            assert await a.ask("remote.echo", Job(1), timeout=5) == Done(1, "child")
+            assert await b.ask("remote.echo", Job(2), timeout=5) == Done(2, "child")
+            killed = time.monotonic()
+            os.kill(proc.pid, sig)
+            await until(lambda: downs, timeout=3, what="peer_down fired")
+            peer, reason, at = downs[0]
+            assert peer == child_id
+            assert at - killed <= 0.6 + 0.4, f"detected after {at - killed:.2f} s"
+            if sig == signal.SIGSTOP:
+                assert "no heartbeat" in reason
+            assert a.transport.peer_interest(child_id) == []
+            with pytest.raises(NoResponders):
+                await a.ask("remote.echo", Job(3), timeout=5)
+            await until(lambda: child_id not in b.transport.peer_ids(), what="b dropped it too")
+        async with child_node(url, "remote.echo") as (_proc, new_id):
+            assert new_id != child_id and new_id in ups
+            assert await a.ask("remote.echo", Job(4), timeout=5) == Done(4, "child")
+            assert await b.ask("remote.echo", Job(5), timeout=5) == Done(5, "child")
+
+
+# -- root / branch / leaf tree ---------------------------------------------------------
+
+TREE = (
+    "tcp://127.0.0.1:0?role=root",  # 0 root
+    "tcp://127.0.0.1:0?role=branch&parent={0}&prefixes=photogrammetry.>",  # 1 branch B1
+    "tcp://127.0.0.1:0?role=branch&parent={0}",  # 2 branch B2, exports everything
+    "tcp://?role=leaf&parent={1}",  # 3 leaf L1 under B1
+    "tcp://?role=leaf&parent={1}",  # 4 leaf L3 under B1
+    "tcp://?role=leaf&parent={2}",  # 5 leaf L2 under B2
+)
+
+
+class PoolWorker(AgentActor):
+    def __init__(self, log: list[tuple[str, int]]) -> None:
+        self.log = log
+
+    @subscribe("jobs.>", queue="workers")
+    async def work(self, msg: Job) -> None:
+        self.log.append((self.subject, msg.n))
+
+
+def ids(*nodes: object) -> list[str]:
+    return [n.transport.id for n in nodes]  # type: ignore[attr-defined]
+
+
+async def test_tree_routes_asks_through_branches_and_only_towards_interest() -> None:
+    async with node_chain(*TREE) as (root, b1, b2, l1, l3, l2):
+        await l1.spawn(Echo, "photogrammetry.mesher", "l1")
+        assert await l2.ask("photogrammetry.mesher", Job(1), timeout=5) == Done(1, "l1")
+        assert await root.ask("photogrammetry.mesher", Job(2), timeout=5) == Done(2, "l1")
+        scans = Collector()
+        await l1.transport.subscribe("photogrammetry.scan.>", scans)
+        before = {
+            "root->b2": root.transport.link_stats(b2.transport.id).messages_sent,
+            "b1->l3": b1.transport.link_stats(l3.transport.id).messages_sent,
+            "b1->l1": b1.transport.link_stats(l1.transport.id).messages_sent,
+        }
+        for i in range(10):
+            await l2.transport.publish("photogrammetry.scan.x", [b"%d" % i])
+        await until(lambda: len(scans.got) == 10)
+        assert scans.payloads == [b"%d" % i for i in range(10)]
+        assert b1.transport.link_stats(l1.transport.id).messages_sent == before["b1->l1"] + 10
+        assert b1.transport.link_stats(l3.transport.id).messages_sent == before["b1->l3"] == 0
+        assert root.transport.link_stats(b2.transport.id).messages_sent == before["root->b2"]
+
+
+async def test_tree_branch_prefixes_limit_what_the_root_learns() -> None:
+    async with node_chain(*TREE) as (root, b1, _b2, l1, l3, l2):
+        await l1.spawn(Echo, "core.secret", "l1")
+        assert await l3.ask("core.secret", Job(1), timeout=5) == Done(1, "l1"), "same branch"
+        assert ("core.secret", "core.secret") not in root.transport.peer_interest(b1.transport.id)
+        with pytest.raises(NoResponders):
+            await l2.ask("core.secret", Job(2), timeout=5)
+        assert pattern_within("photogrammetry.mesh.*", "photogrammetry.>")
+        assert not pattern_within("*.mesh", "photogrammetry.>")
+
+
+async def test_tree_queue_group_is_served_exactly_once() -> None:
+    async with node_chain(*TREE) as (root, _b1, b2, l1, l3, l2):
+        log: list[tuple[str, int]] = []
+        for node, name in ((root, "root"), (b2, "b2"), (l2, "l2"), (l1, "l1")):
+            await node.spawn(PoolWorker, f"pool.{name}", log)
+        origins = (root, l2, l3)
+        for i in range(90):
+            await origins[i % 3].publish(f"jobs.{i % 5}", Job(i))
+        await until(lambda: len(log) >= 90)
+        await asyncio.sleep(0.05)
+        assert sorted(n for _, n in log) == list(range(90)), "each job exactly once"
+        assert {w for w, _ in log} == {"pool.root", "pool.b2", "pool.l2", "pool.l1"}
+        from_l1 = {n % 3 for w, n in log if w == "pool.l1"}
+        assert from_l1 == {2}, "jobs.> is outside B1's prefixes: only l3 (inside) reaches l1"
+
+
+async def test_tree_interest_vanishes_with_a_leaf_and_returns_when_it_rejoins() -> None:
+    async with node_chain(*TREE) as (root, b1, _b2, l1, _l3, l2):
+        downs: list[str] = []
+        b1.transport.on_peer_down.append(lambda peer, reason: downs.append(peer))
+        await l1.spawn(Echo, "photogrammetry.mesher", "l1")
+        assert await l2.ask("photogrammetry.mesher", Job(1), timeout=5) == Done(1, "l1")
+        gone = l1.transport.id
+        await l1.close()
+        await until(lambda: downs == [gone], what="the branch saw its leaf go")
+
+        def known_at_root() -> bool:
+            keys = root.transport.peer_interest(b1.transport.id)
+            return ("photogrammetry.mesher", "photogrammetry.mesher") in keys
+
+        await until(lambda: not known_at_root(), what="interest withdrawn up the tree")
+        with pytest.raises(NoResponders):
+            await l2.ask("photogrammetry.mesher", Job(2), timeout=5)
+        async with node_chain(f"tcp://?role=leaf&parent={b1.transport.address}") as [again]:
+            await again.spawn(Echo, "photogrammetry.mesher", "again")
+            assert known_at_root()
+            assert await l2.ask("photogrammetry.mesher", Job(3), timeout=5) == Done(3, "again")
+
+
+async def test_closing_leaves_no_task_behind(no_leaks) -> None:
+    async with tcp_nodes(*MESH3) as (a, b, c):
+        got = Collector()
+        await c.subscribe("x.>", got, queue="q")
+        await b.subscribe("x.>", got, queue="q")
+        for i in range(10):
+            await a.publish("x.y", [b"%d" % i])
+        await until(lambda: len(got.got) == 10)
+    await no_leaks()

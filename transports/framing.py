@@ -1,0 +1,78 @@
+"""Framing of link messages on a byte stream, and the limits both ends enforce.
+
+Wire format, all integers unsigned 32-bit big-endian::
+
+    connection := PREAMBLE message*
+    PREAMBLE   := b"SMLINK1\\n"                 (8 bytes, each side sends it first)
+    message    := count  length[count]  payload[0] ... payload[count-1]
+
+Kept apart from :mod:`~synaptic_mesh.transports.stream_link` so that tests
+and other stream transports (Unix sockets) can build and check frames
+without a socket.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from synaptic_mesh.transports.base import Buffer
+
+PREAMBLE = b"SMLINK1\n"
+JOIN_BELOW = 16 * 1024
+"""Messages smaller than this are written with one ``write`` call (one syscall)."""
+
+
+@dataclass(frozen=True)
+class LinkLimits:
+    """Bounds of one link, checked on both sides.
+
+    ``max_frame``: bytes of one frame. ``max_message``: bytes of all frames of
+    one message together. ``max_frames``: frames per message. ``high_water``
+    and ``low_water``: the write buffer marks between which a sender waits.
+    """
+
+    max_frame: int = 256 * 1024 * 1024
+    max_message: int = 256 * 1024 * 1024
+    max_frames: int = 256
+    high_water: int = 1024 * 1024
+    low_water: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_frame <= 0xFFFFFFFF:
+            raise ValueError(f"max_frame must be in 1..2**32-1, got {self.max_frame}")
+        if self.max_message < 1 or not 1 <= self.max_frames <= 0xFFFF:
+            raise ValueError("max_message and max_frames must be positive (max_frames < 65536)")
+        if not 0 <= self.low_water <= self.high_water:
+            raise ValueError("need 0 <= low_water <= high_water")
+
+
+def _as_buffer(frame: Buffer) -> memoryview | bytes:
+    if type(frame) is bytes:
+        return frame
+    view = memoryview(frame)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def encode_message(frames: Sequence[Buffer], limits: LinkLimits) -> tuple[list[Buffer], int]:
+    """The byte pieces of one message on the wire and its payload size.
+
+    Raises ``ValueError`` when the message breaks ``limits`` (a sender bug:
+    the peer would refuse it and close the link).
+    """
+    views = [_as_buffer(f) for f in frames]
+    lengths = [len(v) if type(v) is bytes else v.nbytes for v in views]
+    n = len(views)
+    if not 1 <= n <= limits.max_frames:
+        raise ValueError(f"a message has 1 to {limits.max_frames} frames, got {n}")
+    total = sum(lengths)
+    if total > limits.max_message or max(lengths) > limits.max_frame:
+        raise ValueError(
+            f"message of {total} bytes (largest frame {max(lengths)}) exceeds the link's "
+            f"max_message {limits.max_message} / max_frame {limits.max_frame}"
+        )
+    prefix = struct.pack(f">{n + 1}I", n, *lengths)
+    if total < JOIN_BELOW:
+        return [b"".join([prefix, *views])], total
+    return [prefix, *views], total

@@ -1,0 +1,388 @@
+"""A :class:`~synaptic_mesh.transports.base.Link` over a stream socket (TCP or Unix).
+
+Wire format, all integers unsigned 32-bit big-endian::
+
+    connection := PREAMBLE message*
+    PREAMBLE   := b"SMLINK1\\n"                 (8 bytes, each side sends it first)
+    message    := count  length[count]  payload[0] ... payload[count-1]
+
+``count`` is the number of frames (1 to ``max_frames``), followed by the
+length of every frame, then the frames' bytes back to back. All lengths come
+before any payload so the receiver checks the whole message against
+``max_frame`` and ``max_message`` before it buffers a byte of it. A length
+prefix is unsigned, so a "negative" one (a peer writing a signed -1) reads as
+4294967295 and is refused as oversized. The preamble makes a stray client (an
+HTTP probe, a port scanner, a peer of another version) fail with a clear
+error on its first bytes instead of being parsed as lengths.
+
+Why a ``BufferedProtocol`` rather than asyncio streams: the socket is read
+straight into a reusable scratch buffer (small frames are copied out once), and
+a large frame gets its own ``bytearray`` that the kernel fills directly, so a
+100 MB attachment is received without an intermediate copy or a ``readexactly``
+call per frame.
+
+Back-pressure: the transport's write buffer has high/low water marks; ``send``
+waits while it is above the high mark (``StreamWriter.drain`` semantics), so
+the buffer never holds more than the high mark plus one message. Control
+messages (``send_nowait``) may pass while data waits, but at most
+``CONTROL_BACKLOG`` bytes of them: beyond that the peer has stopped reading and
+the link is aborted. The receive side stops reading from the socket when more
+than ``RECV_QUEUE`` messages wait for ``recv``; the router's reader keeps up,
+so that bound only bites a reader that stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from synaptic_mesh.transports.base import Buffer, Link, LinkClosed, LinkProtocolError
+from synaptic_mesh.transports.framing import PREAMBLE, LinkLimits, encode_message
+
+__all__ = ["PREAMBLE", "LinkLimits", "StreamLink", "StreamListener", "encode_message"]
+
+log = logging.getLogger("synaptic_mesh.link")
+
+_U32 = struct.Struct(">I")
+SCRATCH = 256 * 1024
+"""Size of the reusable receive buffer; frames at least ``BIG_FRAME`` bytes bypass it."""
+BIG_FRAME = 64 * 1024
+RECV_QUEUE = 256
+CONTROL_BACKLOG = 1024 * 1024
+
+
+class StreamLink(Link, asyncio.BufferedProtocol):
+    """One side of a framed stream connection (see module docstring)."""
+
+    def __init__(
+        self, limits: LinkLimits, role: str, on_connected: Callable[[Link], None] | None = None
+    ) -> None:
+        self.limits = limits
+        self._on_connected = on_connected
+        self._role = role  # "dialed" or "accepted", for logs
+        self._label = f"{role} link"
+        self._transport: asyncio.Transport | None = None
+        self._closed = False
+        self._reason: str | None = None
+        self._error: LinkClosed | None = None
+        self._done = asyncio.get_running_loop().create_future()
+        self._messages: deque[list[Buffer]] = deque()
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._control_backlog = 0
+        # parser state
+        self._buf = bytearray(SCRATCH)
+        self._start = 0
+        self._end = 0
+        self._state = 0  # 0 preamble, 1 count, 2 lengths, 3 payload
+        self._count = 0
+        self._lengths: tuple[int, ...] = ()
+        self._frames: list[Buffer] = []
+        self._big: bytearray | None = None
+        self._big_pos = 0
+        self._in_message = False
+        self.bytes_received = 0
+
+    # -- Link API ---------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._reason
+
+    def write_buffer_size(self) -> int:
+        """Bytes waiting in this process to be written to the socket."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
+
+    async def send(self, frames: Sequence[Buffer]) -> None:
+        pieces, _ = encode_message(frames, self.limits)
+        while self._write_paused and not self._closed:
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        self._write(pieces)
+
+    def send_nowait(self, frames: Sequence[Buffer]) -> None:
+        pieces, size = encode_message(frames, self.limits)
+        if self._write_paused:
+            self._control_backlog += size
+            if self._control_backlog > CONTROL_BACKLOG:
+                self._fail(
+                    f"peer stopped reading: {self.write_buffer_size()} bytes are waiting to be "
+                    f"sent, among them {self._control_backlog} bytes of control messages"
+                )
+        self._write(pieces)
+
+    def _write(self, pieces: list[Buffer]) -> None:
+        if self._closed or self._transport is None:
+            raise self._closed_error()
+        for piece in pieces:
+            self._transport.write(piece)
+
+    async def recv(self) -> list[Buffer]:
+        while not self._messages:
+            if self._closed:
+                raise self._closed_error()
+            self._recv_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._recv_waiter
+            finally:
+                self._recv_waiter = None
+        message = self._messages.popleft()
+        if self._reading_paused and len(self._messages) <= RECV_QUEUE // 2:
+            self._reading_paused = False
+            if self._transport is not None and not self._closed:
+                self._transport.resume_reading()
+        return message
+
+    def close(self) -> None:
+        if not self._closed:
+            self._set_closed("closed by this node")
+            if self._transport is not None:
+                self._transport.close()
+
+    def abort(self, reason: str) -> None:
+        if not self._closed:
+            self._set_closed(reason)
+            if self._transport is not None:
+                self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._done)
+
+    def _closed_error(self) -> LinkClosed:
+        return self._error or LinkClosed(f"{self._label}: {self._reason or 'closed'}")
+
+    def _set_closed(self, reason: str, error: LinkClosed | None = None) -> None:
+        self._closed = True
+        self._reason = reason
+        self._error = error
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        if self._recv_waiter is not None and not self._recv_waiter.done():
+            self._recv_waiter.set_result(None)
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    def _fail(self, reason: str) -> None:
+        """Malformed input or a stuck peer: log, abort, and make ``recv`` raise."""
+        if self._closed:
+            return
+        log.error("%s closed: %s", self._label, reason)
+        self._set_closed(reason, LinkProtocolError(f"{self._label}: {reason}"))
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- asyncio protocol callbacks -------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        local, remote = transport.get_extra_info("sockname"), transport.get_extra_info("peername")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            local, remote = f"{local[0]}:{local[1]}", f"{remote[0]}:{remote[1]}"
+        self._label = f"{self._role} link {local} <-> {remote}"
+        transport.set_write_buffer_limits(self.limits.high_water, self.limits.low_water)
+        transport.write(PREAMBLE)
+        if self._on_connected is not None:
+            self._on_connected(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed:
+            if self._in_message or (self._state == 0 and self._end > self._start):
+                what = "connection reset" if exc else "connection closed"
+                self._fail(f"{what} in the middle of a message ({self._progress()})")
+            elif exc is not None:
+                self._set_closed(f"connection lost: {exc}")
+            else:
+                self._set_closed("connection closed by the peer")
+        self._transport = None
+        self._wake_all()
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def eof_received(self) -> bool:
+        if self._in_message or (self._state == 0 and self._end > self._start):
+            self._fail(f"truncated message: the peer closed the stream ({self._progress()})")
+        elif not self._closed:
+            self._set_closed("connection closed by the peer")
+        return False
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._control_backlog = 0
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._big is not None:
+            return memoryview(self._big)[self._big_pos :]
+        if self._end == len(self._buf):
+            self._compact()
+        return memoryview(self._buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_received += nbytes
+        if self._big is not None:
+            self._big_pos += nbytes
+            if self._big_pos < len(self._big):
+                return
+            self._frames.append(self._big)
+            self._big = None
+            self._frame_done()
+        else:
+            self._end += nbytes
+        if not self._closed:
+            self._parse()
+
+    # -- parser -----------------------------------------------------------------
+
+    def _compact(self) -> None:
+        if self._start:
+            left = self._end - self._start
+            self._buf[:left] = self._buf[self._start : self._end]
+            self._start, self._end = 0, left
+        if self._end == len(self._buf):  # cannot happen within limits; stay safe
+            self._buf.extend(bytes(len(self._buf)))
+
+    def _progress(self) -> str:
+        if self._state == 0:
+            return f"{self._end - self._start} of {len(PREAMBLE)} preamble bytes"
+        if self._state == 3:
+            i = len(self._frames)
+            got = self._big_pos if self._big is not None else self._end - self._start
+            return f"frame {i + 1} of {self._count}: {got} of {self._lengths[i]} bytes"
+        return f"header incomplete, {self._end - self._start} bytes"
+
+    def _parse(self) -> None:
+        buf, limits = self._buf, self.limits
+        while True:
+            avail = self._end - self._start
+            state = self._state
+            if state == 3:
+                length = self._lengths[len(self._frames)]
+                if avail >= length:
+                    start = self._start
+                    self._frames.append(bytes(buf[start : start + length]))
+                    self._start = start + length
+                    self._frame_done()
+                    if self._closed:
+                        return
+                    continue
+                if length >= BIG_FRAME:
+                    big = bytearray(length)
+                    big[:avail] = buf[self._start : self._end]
+                    self._big, self._big_pos = big, avail
+                    self._start = self._end = 0
+                    return
+                if self._start + length > len(buf):
+                    self._compact()
+                return
+            if state == 0:
+                if avail < len(PREAMBLE):
+                    if not PREAMBLE.startswith(bytes(buf[self._start : self._end])):
+                        self._bad_preamble()
+                    return
+                if buf[self._start : self._start + len(PREAMBLE)] != PREAMBLE:
+                    self._bad_preamble()
+                    return
+                self._start += len(PREAMBLE)
+                self._state = 1
+            elif state == 1:
+                if avail < 4:
+                    if self._end == len(buf):
+                        self._compact()
+                    return
+                (count,) = _U32.unpack_from(buf, self._start)
+                if not 1 <= count <= limits.max_frames:
+                    self._fail(
+                        f"bad frame count {count} (a message has 1 to {limits.max_frames} "
+                        f"frames); is the peer speaking this protocol? {self._preview()}"
+                    )
+                    return
+                self._start += 4
+                self._count = count
+                self._state = 2
+                self._in_message = True
+            else:
+                need = 4 * self._count
+                if avail < need:
+                    if self._start + need > len(buf):
+                        self._compact()
+                    return
+                lengths = struct.unpack_from(f">{self._count}I", buf, self._start)
+                self._start += need
+                biggest = max(lengths)
+                if biggest > limits.max_frame:
+                    self._fail(
+                        f"frame length {biggest} exceeds max_frame {limits.max_frame} "
+                        "(an oversized, negative or garbage length prefix)"
+                    )
+                    return
+                if sum(lengths) > limits.max_message:
+                    self._fail(
+                        f"message of {sum(lengths)} bytes exceeds max_message {limits.max_message}"
+                    )
+                    return
+                self._lengths = lengths
+                self._state = 3
+
+    def _frame_done(self) -> None:
+        if len(self._frames) < self._count:
+            return
+        message, self._frames = self._frames, []
+        self._state = 1
+        self._in_message = False
+        self._messages.append(message)
+        if self._recv_waiter is not None and not self._recv_waiter.done():
+            self._recv_waiter.set_result(None)
+        if len(self._messages) > RECV_QUEUE and not self._reading_paused:
+            self._reading_paused = True
+            if self._transport is not None:
+                self._transport.pause_reading()
+
+    def _preview(self) -> str:
+        seen = bytes(self._buf[max(0, self._start - 4) : self._end][:16])
+        return f"(bytes read: {seen.hex()})"
+
+    def _bad_preamble(self) -> None:
+        got = bytes(self._buf[self._start : self._end][: len(PREAMBLE)])
+        self._fail(
+            f"the peer did not open with the Synaptic Mesh link preamble {PREAMBLE!r}, "
+            f"got {got!r}: not a Synaptic Mesh peer, or garbage on the wire"
+        )
+
+
+class StreamListener:
+    """An ``asyncio.Server`` handing each accepted connection's :class:`StreamLink` on."""
+
+    def __init__(self, server: asyncio.Server, address: str) -> None:
+        self._server = server
+        self.address = address
+
+    async def close(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
