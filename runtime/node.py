@@ -145,6 +145,10 @@ class Node:
         self._stop_runner = anyio.Event()
         self._runner = asyncio.get_running_loop().create_task(self._run(ready))
         await ready.wait()
+        if hasattr(self.transport, "on_peer_down"):  # link transports: hooks and identity
+            self.transport.id = self.id  # type: ignore[attr-defined]
+            self.transport.on_peer_down.append(self._peer_down)  # type: ignore[attr-defined]
+            self.transport.on_bad_frame.append(self._bad_frame)  # type: ignore[attr-defined]
         try:
             await self.transport.start()
             await self.transport.subscribe(self._inbox + ">", self._on_inbox)
@@ -416,9 +420,28 @@ class Node:
         """
         reference = self._monitors.add(subject, watcher)
         cell = self._local.get(subject)
-        if cell is None or cell.done.is_set() or not cell.started:
+        if cell is not None and cell.started and not cell.done.is_set():
+            return reference
+        if not self._remote_peers(subject):
             self._deliver_down(subject, NOPROC)
         return reference
+
+    def _remote_peers(self, subject: str) -> list[str]:
+        peers_serving = getattr(self.transport, "peers_serving", None)
+        return peers_serving(subject) if peers_serving is not None else []
+
+    def _peer_down(self, peer: str, reason: str) -> None:
+        """A link transport lost a peer: watchers of what only it served get ``Down``."""
+        for subject in self._monitors.targets():
+            if subject not in self._local and not self._remote_peers(subject):
+                self._deliver_down(subject, f"noconnection: node {peer} is down ({reason})")
+
+    def _bad_frame(self, bad: Any) -> None:
+        """A link transport refused input: record it as a dead letter."""
+        subject = getattr(bad, "subject", None) or "_mesh.link"
+        self.dead_letter(
+            f"bad frame from {bad.peer}: {bad.reason}", subject, detail=bad.preview or ""
+        )
 
     def demonitor(self, reference: int) -> None:
         """Cancel a monitor made by ``monitor``."""

@@ -132,6 +132,12 @@ class RoutedTransport(LinkService, Transport):
         self._state = "new"
         self._max_message = settings.max_message
 
+    def peers_serving(self, subject: str) -> list[str]:
+        """Ids of the peers whose interest matches ``subject`` (monitors use it)."""
+        match = self._table.match(subject)
+        entries = [*match.plain, *(m for group in match.groups for m in group)]
+        return sorted({e.id for e in entries if isinstance(e, Peer)})
+
     def connector(self) -> LinkConnector:
         """The link connector of this transport (TCP sockets, Unix sockets, ...)."""
         raise NotImplementedError

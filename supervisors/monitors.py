@@ -3,9 +3,13 @@
 ``monitor`` returns a reference; when the watched actor's incarnation ends
 (it stops, crashes or is killed, even if its supervisor then restarts it) the
 watcher gets one ``Down(subject, reason)`` on its system lane, so a full
-mailbox cannot lose it, and the monitor is gone. Monitoring a subject with no
-live actor on this node gives ``Down(subject, "noproc")`` at once. Monitors
-of actors on other nodes (detected by link heartbeats) are not supported yet.
+mailbox cannot lose it, and the monitor is gone. Monitoring a subject that
+nobody serves gives ``Down(subject, "noproc")`` at once.
+
+An actor on another node is watched through its node: on a link transport
+(``tcp://``, ...) the watcher gets ``Down(subject, "noconnection: ...")``
+when the last node serving that subject stops answering heartbeats or
+leaves. A remote actor that stops while its node lives is not reported yet.
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ class Monitors:
         for reference, target in list(self._targets.items()):
             if self._by_target.get(target, {}).get(reference) == watcher:
                 self.remove(reference)
+
+    def targets(self) -> list[str]:
+        """Every watched subject."""
+        return list(self._by_target)
 
     def __len__(self) -> int:
         return len(self._targets)

@@ -109,21 +109,26 @@ class InprocCase(TransportCase):
 
 
 class TcpCase(TransportCase):
-    """Two nodes on ``tcp://`` in this process: ``a`` listens, ``b`` listens and dials ``a``.
+    """``a`` listens on ``tcp://`` here; ``b`` is a node in another OS process dialing it.
 
-    Both bind port 0 on 127.0.0.1, so cases never collide. The nodes share
-    the process (there is no process-backed ``Peer`` yet); every message
-    still crosses a real TCP connection, encoded.
+    Both bind port 0 on 127.0.0.1, so cases never collide.
     """
 
     name = scheme = "tcp"
 
     @asynccontextmanager
     async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
+        from tests.conformance.remote_peer import RemotePeer
+
         async with Node("tcp://127.0.0.1:0", name="a") as a:
             url = f"tcp://127.0.0.1:0?peers={a.transport.address}"  # type: ignore[attr-defined]
-            async with Node(url, name="b") as b:
-                yield a, LocalPeer(b)
+            peer = RemotePeer(a, url, "b")
+            await peer.start()
+            try:
+                yield a, peer
+            finally:
+                await peer.close()
+                await peer.kill()
 
     @asynccontextmanager
     async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:

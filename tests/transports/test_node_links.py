@@ -1,0 +1,64 @@
+"""A node on a link transport: remote monitors and bad frames as dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+from synaptic_mesh import AgentActor, Down, Node, message, on
+from tests.transports.peer_process import Done, Job
+from tests.transports.test_router import child_node
+from tests.transports.util import RawPeer, until
+
+
+@message(name="test_node_links.Watch")
+class Watch:
+    target: str
+
+
+class Watcher(AgentActor):
+    def __init__(self, downs: list[Down]) -> None:
+        self.downs = downs
+
+    @on(Watch)
+    async def watch(self, msg: Watch) -> None:
+        self.monitor(msg.target)
+
+    @on(Down)
+    async def down(self, msg: Down) -> None:
+        self.downs.append(msg)
+
+
+async def test_monitor_of_a_remote_actor_fires_when_its_node_is_killed() -> None:
+    downs: list[Down] = []
+    url = "tcp://127.0.0.1:0?heartbeat=0.2&misses=3"
+    async with Node(url, name="home") as node:
+        watcher = await node.spawn(Watcher, "home.watcher", downs)
+        child_url = f"tcp://127.0.0.1:0?peers={node.transport.address}&heartbeat=0.2&misses=3"  # type: ignore[attr-defined]
+        async with child_node(child_url, "remote.echo") as (proc, _child_id):
+            assert await node.ask("remote.echo", Job(1), timeout=5) == Done(1, "child")
+            await watcher.ask(Watch("remote.echo"))
+            await watcher.ask(Watch("remote.nobody"))
+            await until(lambda: Down("remote.nobody", "noproc") in downs)
+            assert [d.subject for d in downs] == ["remote.nobody"], "a live remote is not down"
+            proc.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            await until(lambda: len(downs) == 2, timeout=5)
+            assert time.monotonic() - killed < 2.0
+            down = downs[1]
+            assert down.subject == "remote.echo"
+            assert down.reason.startswith("noconnection: node ")
+
+
+async def test_bad_input_from_a_foreign_peer_is_a_dead_letter() -> None:
+    async with Node("tcp://127.0.0.1:0", name="home") as node:
+        raw = await RawPeer.connect(node.transport.address)  # type: ignore[attr-defined]
+        await raw.send(b"GET / HTTP/1.1\r\nHost: mesh\r\n\r\n")
+        assert await raw.wait_closed()
+        await until(lambda: any("bad frame from" in d.reason for d, _ in node.recent_dead_letters))
+        letter = next(d for d, _ in node.recent_dead_letters if "bad frame from" in d.reason)
+        assert "preamble" in letter.reason
+        assert letter.subject == "_mesh.link"
+        raw.close()
+        await asyncio.sleep(0)
