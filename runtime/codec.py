@@ -1,8 +1,11 @@
 """Encode an :class:`~synaptic_mesh.runtime.envelope.Envelope` into frames and back.
 
 Frame 0 is a msgpack array (layout in ``docs/wire-format.md``); every later
-frame is one attachment, passed through without a copy. In process nothing is
-encoded: this module only runs when an envelope crosses a process boundary.
+frame is one attachment, passed through without a copy: first the envelope's
+own ``attachments``, then the large buffers of the message's fields
+(:mod:`synaptic_mesh.runtime.attachments`), which frame 0 names by reference.
+In process nothing is encoded: this module only runs when an envelope crosses
+a process boundary.
 
 Why it is built this way:
 
@@ -10,7 +13,8 @@ Why it is built this way:
   process, perhaps another language, perhaps an attacker. Decoding builds
   only plain msgpack values and registered ``@message`` classes, looked up by
   wire name (:func:`synaptic_mesh.runtime.messages.lookup`), never by import
-  path. msgpack ext types are refused outright.
+  path. msgpack ext types are refused, but for the one reserved for
+  attachment references, which resolve only to buffers and read-only arrays.
 * **Bounded.** Every frame-0 size, string, binary, array and map length,
   nesting depth and attachment count has a limit (:class:`CodecLimits`),
   checked before the work it guards: the frame size before unpacking, the
@@ -29,6 +33,8 @@ Why it is built this way:
 * **Fast.** Each message class is compiled once into per-field converters
   (:mod:`synaptic_mesh.runtime.message_schema`); the hot path is one
   ``msgpack`` call plus a few type checks, a few microseconds per message.
+  The attachment machinery runs only for a message whose schema can hold a
+  buffer, and bulk data is never copied into frame 0 nor out of the frames.
 """
 
 from __future__ import annotations
@@ -40,6 +46,17 @@ from typing import Any, Final, NoReturn
 
 import msgpack
 
+from .attachments import (
+    AttachmentRef,
+    BadReference,
+    ExtRefused,
+    FrameSink,
+    Resolver,
+    buffer_size,
+    ext_hook,
+    note_threshold,
+    set_resolver,
+)
 from .envelope import KINDS, WIRE_VERSION, Envelope
 from .errors import DecodeError
 from .message_schema import (
@@ -54,7 +71,9 @@ from .messages import is_message, lookup
 
 __all__ = ["DEFAULT_LIMITS", "FRAME0_ITEMS", "CodecLimits", "decode", "encode"]
 
-MiB: Final = 1024 * 1024
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+GiB: Final = 1024 * MiB
 
 FRAME0_ITEMS: Final = 13
 """Items of the version-1 frame-0 array; a longer array is accepted (extras ignored)."""
@@ -70,6 +89,9 @@ class CodecLimits:
     0 itself is an array, so ``max_array`` is at least 13).
     ``max_depth``: nesting of containers in ``body`` and in ``headers`` (a
     flat map is depth 1). ``max_attachments``: frames after frame 0.
+    ``attachment_threshold``: a buffer field of at least this many bytes
+    travels as a frame of its own (not a limit: a decoder accepts either).
+    ``max_attachment_bytes``: bytes of all frames after frame 0 together.
     """
 
     max_frame: int = 16 * MiB
@@ -79,6 +101,8 @@ class CodecLimits:
     max_map: int = 100_000
     max_depth: int = 32
     max_attachments: int = 64
+    attachment_threshold: int = 64 * KiB
+    max_attachment_bytes: int = 2 * GiB
     _small: int = dataclasses.field(init=False, repr=False, compare=False, default=0)
     """Frame size up to which no limit but the frame's own length can bind."""
 
@@ -93,13 +117,16 @@ class CodecLimits:
             raise ValueError(f"CodecLimits.max_array must be at least {FRAME0_ITEMS} (frame 0)")
         small = min(self.max_str, self.max_bin, self.max_array, 2 * self.max_map)
         object.__setattr__(self, "_small", small)
+        note_threshold(self.attachment_threshold)  # buffers below every threshold skip the sink
 
 
 DEFAULT_LIMITS: Final = CodecLimits()
 
 _PLAIN_SCALARS: Final = frozenset({bool, int, float, str, bytes})
 
-_TLS = threading.local()  # one reusable msgpack.Packer per thread (packb builds one per call)
+_TLS = threading.local()
+"""Per thread: ``packer``, a reusable msgpack.Packer (packb builds one per call),
+and ``sink``, the FrameSink that is its ``default`` hook."""
 
 _SCHEMAS: dict[type, MessageSchema] = {}  # local cache, avoids a call on the hot path
 
@@ -122,7 +149,10 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
     set to that name (so ``decode(encode(env)) == env``); anything else must
     be a plain msgpack value and travels with type ``""``. A non-empty
     ``env.type`` that disagrees with the body is refused (``ValueError``).
-    Attachments are passed through as they are, not copied.
+    Attachments are passed through as they are, not copied: first
+    ``env.attachments``, then each buffer field of the body of at least
+    ``limits.attachment_threshold`` bytes, in field order (frame 0 holds a
+    reference in its place). ``env.attachments`` itself is not changed.
 
     Raises ``TypeError`` for a value the wire cannot carry (an arbitrary
     object, a field of the wrong type, a non-str map key) and ``ValueError``
@@ -155,14 +185,16 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
     except FieldError as exc:
         _raise_encode(exc, "body" if schema is None else schema.qualname)
     _check_envelope(env, limits)
-    attachments = env.attachments
-    n_attachments = len(attachments)
-    if n_attachments > limits.max_attachments:
-        raise ValueError(f"{n_attachments} attachments, over the limit of {limits.max_attachments}")
     try:
         packer = _TLS.packer
     except AttributeError:
-        packer = _TLS.packer = msgpack.Packer(use_bin_type=True)
+        packer = _new_packer()
+    if schema is not None and schema.buffers:
+        return _encode_buffers(env, wire_type, wire_body, limits, packer)
+    attachments = env.attachments
+    n_attachments = len(attachments)
+    if n_attachments:
+        _check_attachments(attachments, None, limits)
     try:
         frame0 = packer.pack(
             [
@@ -186,17 +218,108 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
             f"cannot encode envelope: an integer is out of msgpack range ({exc})"
         ) from None
     size = len(frame0)
+    if size > limits._small or size > limits.max_frame:
+        _check_frame0(frame0, limits)
+    if not n_attachments:
+        return [frame0]
+    return [frame0, *attachments]
+
+
+def _encode_buffers(
+    env: Envelope, wire_type: str, wire_body: Any, limits: CodecLimits, packer: msgpack.Packer
+) -> list[bytes | memoryview]:
+    """The end of :func:`encode` for a body that may hold :class:`Pending`
+    buffers: the packer's sink places them while frame 0 is packed."""
+    attachments = env.attachments
+    n_attachments = len(attachments)
+    sink: FrameSink = _TLS.sink
+    sink.threshold = limits.attachment_threshold
+    sink.base = 1 + n_attachments
+    if sink.frames:  # left over by a pack that raised
+        sink.frames = []
+    try:
+        frame0 = packer.pack(
+            [
+                WIRE_VERSION,
+                env.id,
+                env.kind,
+                env.sender,
+                env.subject,
+                env.reply_to,
+                env.corr,
+                env.seq,
+                env.deadline,
+                env.headers,
+                wire_type,
+                wire_body,
+                n_attachments,
+            ]
+        )
+    except OverflowError as exc:
+        raise ValueError(
+            f"cannot encode envelope: an integer is out of msgpack range ({exc})"
+        ) from None
+    finally:
+        extra = sink.frames
+        sink.frames = []  # never keep the buffers alive until the next message
+    if extra:
+        # n_attachments is the last item of frame 0: write the full count instead.
+        n_own = n_attachments
+        n_attachments += len(extra)
+        frame0 = frame0[: -len(msgpack.packb(n_own))] + msgpack.packb(n_attachments)
+    if n_attachments:
+        _check_attachments(attachments, extra, limits)
+    size = len(frame0)
+    if size > limits._small or size > limits.max_frame:
+        _check_frame0(frame0, limits)
+    if not n_attachments:
+        return [frame0]
+    return [frame0, *attachments, *extra]
+
+
+def _check_frame0(frame0: bytes, limits: CodecLimits) -> None:
+    size = len(frame0)
     if size > limits.max_frame:
         raise ValueError(f"frame 0 is {size} bytes, over the limit of {limits.max_frame}")
     if size > limits._small:
         # Only a frame this large can hold a string or container over a limit.
         try:
-            _unpack(frame0, limits, size)
+            try:
+                _unpack(frame0, limits, size)
+            except _HasExt:
+                _unpack_ext(frame0, limits, size)
         except DecodeError as exc:
             raise ValueError(f"envelope exceeds a codec limit: {exc.reason}") from None
-    if not n_attachments:
-        return [frame0]
-    return [frame0, *attachments]
+
+
+def _new_packer() -> msgpack.Packer:
+    sink = _TLS.sink = FrameSink()
+    packer = _TLS.packer = msgpack.Packer(use_bin_type=True, default=sink.default)
+    return packer
+
+
+def _check_attachments(
+    attachments: Sequence[Any], extra: list[Any] | None, limits: CodecLimits
+) -> None:
+    count = len(attachments) + (len(extra) if extra else 0)
+    if count > limits.max_attachments:
+        raise ValueError(
+            f"{count} attachments, over the limit of {limits.max_attachments}"
+            + (f" ({len(extra)} of them buffers of the body)" if extra else "")
+        )
+    total = 0
+    for i, frame in enumerate([*attachments, *(extra or ())], 1):
+        try:
+            total += buffer_size(frame)
+        except TypeError:
+            raise TypeError(
+                f"attachment {i} must be a buffer (bytes, bytearray, memoryview), "
+                f"got {describe(frame)}"
+            ) from None
+    if total > limits.max_attachment_bytes:
+        raise ValueError(
+            f"attachments total {total} bytes, over the limit of {limits.max_attachment_bytes}"
+        )
 
 
 def _raise_encode(exc: FieldError, owner: str) -> NoReturn:
@@ -239,16 +362,23 @@ def _check_envelope(env: Envelope, limits: CodecLimits) -> None:
 # --------------------------------------------------------------------- decode
 
 
-class _ExtRefused(Exception):
-    pass
+_REF_OVERHEAD: Final = 1024
+"""Bytes an array reference adds to its inline data (dtype, shape, order)."""
+
+_DECODED_SCALARS: Final = frozenset({type(None), bool, int, float, str, bytes})
 
 
-def _refuse_ext(code: int, data: bytes) -> NoReturn:
-    raise _ExtRefused(code)
+class _HasExt(Exception):
+    """Frame 0 holds an ext value: unpack it again with :func:`_unpack_ext`."""
 
 
-def _unpack(frame: Any, limits: CodecLimits, size: int) -> Any:
-    """Unpack frame 0 within ``limits``; every failure becomes a DecodeError."""
+def _unpack(frame: Any, limits: CodecLimits, size: int, max_ext: int = 0) -> Any:
+    """Unpack frame 0 within ``limits``; every failure becomes a DecodeError.
+
+    With ``max_ext`` 0 (the first attempt, and the whole story for a frame
+    without attachment references) every ext value longer than zero bytes
+    raises :class:`_HasExt`, so what comes back holds only plain values.
+    """
     # No string or container can be longer than the frame itself: capping the
     # limits by the size stops a tiny frame from announcing a huge allocation
     # (msgpack preallocates a list for the declared length). For a frame no
@@ -271,8 +401,8 @@ def _unpack(frame: Any, limits: CodecLimits, size: int) -> Any:
             max_bin_len=max_bin,
             max_array_len=max_array,
             max_map_len=max_map,
-            max_ext_len=0,
-            ext_hook=_refuse_ext,
+            max_ext_len=max_ext,
+            ext_hook=ext_hook,
         )
     except msgpack.ExtraData:
         raise DecodeError("frame 0 has trailing bytes after the envelope") from None
@@ -280,17 +410,24 @@ def _unpack(frame: Any, limits: CodecLimits, size: int) -> Any:
         raise DecodeError("frame 0 nests deeper than msgpack's stack allows") from None
     except msgpack.FormatError:
         raise DecodeError("frame 0 is not valid msgpack (reserved byte 0xc1)") from None
-    except _ExtRefused as exc:
+    except ExtRefused as exc:
         raise DecodeError(
-            f"frame 0 uses msgpack ext type {exc.args[0]}; ext types are refused"
+            f"frame 0 uses msgpack ext type {exc.args[0]}; ext types are refused "
+            "(but for attachment references)"
         ) from None
+    except BadReference as exc:
+        raise DecodeError(f"frame 0 holds a malformed attachment reference: {exc}") from None
     except UnicodeDecodeError as exc:
         raise DecodeError(f"frame 0 holds a str that is not valid UTF-8: {exc.reason}") from None
     except ValueError as exc:
         text = str(exc)
         if "incomplete input" in text:
             raise DecodeError("frame 0 is truncated (incomplete msgpack)") from None
-        if "max_ext_len" in text or "timestamp" in text:
+        if "max_ext_len" in text:
+            if not max_ext:
+                raise _HasExt from None
+            raise DecodeError(f"frame 0 holds an ext value over the size limit: {text}") from None
+        if "timestamp" in text.lower():
             raise DecodeError("frame 0 uses a msgpack ext type; ext types are refused") from None
         if "map key" in text:
             raise DecodeError(f"frame 0 has a map key that is not str: {text}") from None
@@ -299,6 +436,33 @@ def _unpack(frame: Any, limits: CodecLimits, size: int) -> Any:
         raise DecodeError(f"frame 0 is not valid msgpack: {text}") from None
     except Exception as exc:  # MemoryError, BufferError, anything unforeseen
         raise DecodeError(f"frame 0 cannot be unpacked: {exc!r}") from None
+
+
+def _unpack_ext(frame: Any, limits: CodecLimits, size: int) -> tuple[Any, int]:
+    """Unpack a frame 0 that holds ext values; also returns its reference count.
+
+    Attachment references become :class:`AttachmentRef` objects; msgpack
+    decodes the timestamp ext (-1) itself, without the hook, so the walk here
+    refuses it. References are counted so that the decoder can check that
+    each was resolved by a buffer field (none hides in a plain value).
+    """
+    top = _unpack(frame, limits, size, min(limits.max_bin + _REF_OVERHEAD, size))
+    refs = 0
+    stack: list[Any] = [[top]]
+    while stack:
+        item = stack.pop()
+        for child in item.values() if type(item) is dict else item:
+            t = type(child)
+            if t is list or t is dict:
+                stack.append(child)
+            elif t is AttachmentRef:
+                refs += 1
+            elif t not in _DECODED_SCALARS:
+                raise DecodeError(
+                    f"frame 0 holds a msgpack {describe(child)} (ext type -1); "
+                    "ext types other than attachment references are refused"
+                )
+    return top, refs
 
 
 def _bad(field: str, expected: str, value: object) -> NoReturn:
@@ -311,8 +475,11 @@ def decode(
     """The envelope carried by ``frames`` (frame 0 plus attachments).
 
     Raises :class:`DecodeError` with a specific reason for every malformed
-    input, and no other exception. Attachments (``frames[1:]``) become
-    ``env.attachments`` as a tuple of the same buffer objects, not copies.
+    input, and no other exception. Attachment references in the body resolve
+    to their frames without a copy (a read-only memoryview or ndarray over the
+    frame; ``bytes`` fields get the frame itself if it is ``bytes``, else a
+    copy); the frames no reference names become ``env.attachments``, as a tuple
+    of the same buffer objects, not copies.
     """
     try:
         return _decode(frames, limits)
@@ -348,8 +515,14 @@ def _decode(frames: Sequence[bytes | bytearray | memoryview], limits: CodecLimit
         raise DecodeError("frame 0 is empty")
     if size > limits.max_frame:
         raise DecodeError(f"frame 0 is {size} bytes, over the limit of {limits.max_frame}")
+    if n_frames > 1:
+        _check_frames(frames, limits)
 
-    top = _unpack(frame0, limits, size)
+    try:
+        top = _unpack(frame0, limits, size)
+        refs = 0
+    except _HasExt:
+        top, refs = _unpack_ext(frame0, limits, size)
     if type(top) is not list:
         raise DecodeError(f"frame 0 must be a msgpack array, got {describe(top)}")
     if not top:
@@ -420,9 +593,18 @@ def _decode(frames: Sequence[bytes | bytearray | memoryview], limits: CodecLimit
             f"envelope announces {n_attachments} attachments but {n_frames - 1} frames follow"
         )
 
+    own = tuple(frames[1:]) if n_frames > 1 else ()
     if type_:
-        body = _decode_typed(type_, body, limits)
+        if refs:
+            body, own = _decode_with_refs(type_, body, limits, frames, refs)
+        else:
+            body = _decode_typed(type_, body, limits)
     else:
+        if refs:
+            raise DecodeError(
+                f"frame 0 holds {refs} attachment reference(s) but no typed message: "
+                "references stand only in buffer fields of a @message"
+            )
         try:
             check_plain_decoded(body, limits.max_depth)
         except FieldError as exc:
@@ -440,13 +622,55 @@ def _decode(frames: Sequence[bytes | bytearray | memoryview], limits: CodecLimit
         seq=seq,
         deadline=deadline,
         headers=headers,
-        attachments=tuple(frames[1:]) if n_frames > 1 else (),
+        attachments=own,
     )
+
+
+def _check_frames(frames: Sequence[Any], limits: CodecLimits) -> None:
+    """Every frame after frame 0 is a buffer, and together within the limit."""
+    total = 0
+    for i in range(1, len(frames)):
+        frame = frames[i]
+        t = type(frame)
+        if t is bytes or t is bytearray:
+            total += len(frame)
+        elif t is memoryview:
+            total += frame.nbytes
+        else:
+            raise DecodeError(
+                f"frame {i} must be bytes, bytearray or memoryview, got {describe(frame)}"
+            )
+    if total > limits.max_attachment_bytes:
+        raise DecodeError(
+            f"attachment frames total {total} bytes, over the limit of "
+            f"{limits.max_attachment_bytes}"
+        )
 
 
 def _at(exc: FieldError) -> str:
     where = exc.where
     return f" at {where!r}" if where else ""
+
+
+def _decode_with_refs(
+    type_: str, body: Any, limits: CodecLimits, frames: Sequence[Any], refs: int
+) -> tuple[Any, tuple[Any, ...]]:
+    """The message whose frame 0 holds ``refs`` references, and the frames
+    none of them named (the envelope's own attachments)."""
+    resolver = Resolver(frames)
+    previous = set_resolver(resolver)
+    try:
+        body = _decode_typed(type_, body, limits)
+    finally:
+        set_resolver(previous)
+    if resolver.resolved != refs:
+        raise DecodeError(
+            f"frame 0 holds {refs - resolver.resolved} attachment reference(s) where no "
+            "buffer field takes one (in a plain value, a header, an unknown field or an "
+            "item after the 13th); references stand only where the annotation is bytes, "
+            "memoryview, numpy.ndarray or Any"
+        )
+    return body, resolver.unreferenced()
 
 
 def _decode_typed(type_: str, body: Any, limits: CodecLimits) -> Any:

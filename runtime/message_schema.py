@@ -10,12 +10,24 @@ Nothing here is reflective at call time and nothing but registered
 
 Supported annotations: ``str``, ``int``, ``float`` (an int is accepted and
 becomes a float), ``bool`` (an int is not), ``bytes`` (``bytearray`` and
-``memoryview`` are accepted when encoding), ``None``, ``X | None``, unions of
-those with at most one array type and one map type, ``list[X]``,
-``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]``, nested ``@message``
-classes (also recursive ones), and ``Any`` (any plain msgpack value). Anything
-else (``set``, ``datetime``, a plain class) is refused with a ``TypeError``
-when the class is first encoded or decoded, rather than guessed at.
+``memoryview`` are accepted when encoding), ``memoryview``, ``numpy.ndarray``
+and ``numpy.typing.NDArray[X]``, ``None``, ``X | None``, unions of those with
+at most one array type and one map type, ``list[X]``, ``tuple[X, ...]``,
+``tuple[X, Y]``, ``dict[str, X]``, nested ``@message`` classes (also
+recursive ones), and ``Any`` (any plain msgpack value, or at its top level a
+buffer or an ndarray). Anything else (``set``, ``datetime``, a plain class) is
+refused with a ``TypeError`` when the class is first encoded or decoded,
+rather than guessed at.
+
+Buffers (``bytes``, ``memoryview``, ndarray and ``Any`` positions) of at least
+``CodecLimits.attachment_threshold`` bytes become attachments: the encoding
+converters leave a :class:`~synaptic_mesh.runtime.attachments.Pending` for
+the codec's packer to place, and the decoding converters resolve references
+with the per-thread :class:`~synaptic_mesh.runtime.attachments.Resolver`
+that the codec installs when frame 0 holds any (see that module). So the
+output of :meth:`MessageSchema.encode_fields` is for the codec's packer only.
+Numpy is imported only when a field annotated with an ndarray type is
+compiled (its annotation needs numpy anyway).
 
 Depth is counted in containers: a message's own map is one level, a list
 field inside it a second, and so on; a converter that would go past the budget
@@ -31,6 +43,16 @@ import typing
 from collections.abc import Callable
 from typing import Any, Final
 
+from . import attachments as _att
+from .attachments import (
+    AttachmentError,
+    AttachmentRef,
+    Pending,
+    current_resolver,
+    is_ndarray,
+    pend_array,
+    pend_raw,
+)
 from .messages import is_message, name_of
 
 __all__ = [
@@ -71,7 +93,11 @@ class FieldError(Exception):
 
 def describe(value: object) -> str:
     """Short type name of a value for error messages (``None`` for None)."""
-    return "None" if value is None else type(value).__name__
+    if value is None:
+        return "None"
+    if type(value) is AttachmentRef:
+        return "attachment reference"
+    return type(value).__name__
 
 
 def _mismatch(expected: str, value: object) -> FieldError:
@@ -82,11 +108,15 @@ def _too_deep() -> FieldError:
     return FieldError("nests deeper than max_depth", limit=True)
 
 
+def _from_attachment(exc: AttachmentError) -> FieldError:
+    return FieldError(exc.detail, limit=exc.limit)
+
+
 def check_plain_decoded(value: Any, budget: int) -> None:
     """Check a value unpacked by msgpack: str map keys, depth within ``budget``.
 
-    Iterative, so a hostile nesting cannot exhaust the Python stack; msgpack
-    already guarantees that the scalars are plain.
+    Iterative, so a hostile nesting cannot exhaust the Python stack; the
+    scalars are plain (the codec has checked any frame 0 with ext values).
     """
     t = type(value)
     if t is not list and t is not dict:
@@ -137,6 +167,11 @@ def check_plain_encodable(value: Any, budget: int) -> None:
                 f"a @message instance ({type(item).__qualname__}) inside a plain value "
                 "cannot be decoded as such; declare it in a message field's annotation"
             )
+        elif is_ndarray(item):
+            raise FieldError(
+                "a numpy.ndarray is not a plain msgpack value; it travels in a @message "
+                "field annotated numpy.ndarray, NDArray[...] or Any (at its top level)"
+            )
         else:
             raise FieldError(
                 f"{type(item).__module__}.{type(item).__qualname__} is not a plain msgpack "
@@ -148,10 +183,17 @@ def check_plain_encodable(value: Any, budget: int) -> None:
 class _Kind:
     """A compiled annotation.
 
-    Values whose exact type is in ``exact`` pass unchanged in both directions;
-    any other value goes through ``dec`` (decoding) or ``enc`` (encoding).
+    Values whose exact type is in ``exact`` pass unchanged when decoding, and
+    those in ``exact_enc`` (by default the same) when encoding; any other
+    value goes through ``dec`` (decoding) or ``enc`` (encoding). ``bytes``
+    differs: decoded bin passes unchanged, but an encoded bytes value must go
+    through ``enc``, which decides inline or attachment by its size.
     ``shape`` is "scalar", "array", "map", "any" or "union" (used to build
-    unions, which must stay unambiguous).
+    unions, which must stay unambiguous). ``buffers``: a buffer may stand
+    here, not counting nested messages, which ``schemas`` lists (the
+    message's :attr:`MessageSchema.buffers` follows them). ``takes``: which
+    attachment reference the converter resolves, "raw" or "array" (unions
+    pick their member by it).
     """
 
     text: str
@@ -159,6 +201,14 @@ class _Kind:
     dec: Converter
     enc: Converter
     shape: str
+    exact_enc: frozenset[type] | None = None
+    buffers: bool = False
+    schemas: tuple[MessageSchema, ...] = ()
+    takes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.exact_enc is None:
+            self.exact_enc = self.exact
 
 
 def _scalar(tp: type) -> _Kind:
@@ -196,29 +246,133 @@ def _scalar(tp: type) -> _Kind:
 
     elif tp is bytes:
 
-        def enc(v: Any, budget: int) -> Any:
-            if isinstance(v, bytes | bytearray | memoryview):
-                return v
+        def dec(v: Any, budget: int) -> Any:
+            if type(v) is AttachmentRef:
+                try:
+                    return current_resolver().raw_bytes(v)
+                except AttachmentError as exc:
+                    raise _from_attachment(exc) from None
             raise _mismatch("bytes", v)
+
+        return _Kind(
+            name,
+            frozenset({bytes}),
+            dec,
+            _buffer_enc("bytes"),
+            "scalar",
+            exact_enc=frozenset(),  # every bytes value is measured against the threshold
+            buffers=True,
+            takes="raw",
+        )
 
     return _Kind(name, frozenset({tp}), dec, enc, "scalar")
 
 
+def _buffer_enc(text: str) -> Converter:
+    def enc(v: Any, budget: int) -> Any:
+        if type(v) is bytes:  # the common case, inline: one comparison
+            return v if len(v) < _att.min_threshold else Pending(v, False)
+        if isinstance(v, bytes | bytearray | memoryview):
+            return pend_raw(v)
+        raise _mismatch(text, v)
+
+    return enc
+
+
+def _memoryview() -> _Kind:
+    """``memoryview``: decodes to a read-only view over the attachment frame
+    (no copy) or over the inline bin."""
+
+    def dec(v: Any, budget: int) -> Any:
+        if type(v) is bytes:
+            return memoryview(v)  # read-only, like every view this kind returns
+        if type(v) is AttachmentRef:
+            try:
+                return current_resolver().raw_view(v)
+            except AttachmentError as exc:
+                raise _from_attachment(exc) from None
+        raise _mismatch("memoryview", v)
+
+    return _Kind(
+        "memoryview",
+        frozenset(),
+        dec,
+        _buffer_enc("memoryview"),
+        "scalar",
+        buffers=True,
+        takes="raw",
+    )
+
+
+def _is_ndarray_class(tp: Any) -> bool:
+    # By name: the codec must not import numpy to compile other annotations.
+    return isinstance(tp, type) and tp.__module__ == "numpy" and tp.__qualname__ == "ndarray"
+
+
+def _ndarray(args: tuple[Any, ...]) -> _Kind:
+    """``numpy.ndarray`` or ``NDArray[X]``: always an array reference, its data
+    in a frame at or above the threshold, inline below; decodes to a read-only
+    array over the frame (no copy). ``NDArray[np.float32]`` requires that
+    scalar type (any byte order); an abstract one (``np.floating``) its family.
+    """
+    import numpy as np  # the annotation names numpy: it is installed
+
+    scalar: type | None = None
+    if len(args) == 2 and typing.get_origin(args[1]) is np.dtype:
+        (arg,) = typing.get_args(args[1]) or (Any,)
+        if isinstance(arg, type) and issubclass(arg, np.generic):
+            scalar = arg
+    text = "ndarray" if scalar is None else f"NDArray[{scalar.__name__}]"
+
+    def dec(v: Any, budget: int) -> Any:
+        if type(v) is AttachmentRef:
+            try:
+                return current_resolver().array(v, scalar)
+            except AttachmentError as exc:
+                raise _from_attachment(exc) from None
+        raise _mismatch(text, v)
+
+    def enc(v: Any, budget: int) -> Any:
+        if is_ndarray(v):
+            try:
+                return pend_array(v, scalar)
+            except AttachmentError as exc:
+                raise _from_attachment(exc) from None
+        raise _mismatch(text, v)
+
+    return _Kind(text, frozenset(), dec, enc, "scalar", buffers=True, takes="array")
+
+
 def _any() -> _Kind:
     def dec(v: Any, budget: int) -> Any:
+        if type(v) is AttachmentRef:
+            try:
+                return current_resolver().any(v)
+            except AttachmentError as exc:
+                raise _from_attachment(exc) from None
         check_plain_decoded(v, budget)
         return v
 
     def enc(v: Any, budget: int) -> Any:
+        t = type(v)
+        if t is bytes or t is bytearray or t is memoryview:
+            return pend_raw(v)
+        if is_ndarray(v):
+            try:
+                return pend_array(v)
+            except AttachmentError as exc:
+                raise _from_attachment(exc) from None
         check_plain_encodable(v, budget)
         return v
 
-    return _Kind("Any", _SCALARS, dec, enc, "any")
+    return _Kind(
+        "Any", _SCALARS, dec, enc, "any", exact_enc=_SCALARS - {bytes}, buffers=True, takes="any"
+    )
 
 
 def _sequence(item: _Kind, *, as_tuple: bool) -> _Kind:
     text = f"tuple[{item.text}, ...]" if as_tuple else f"list[{item.text}]"
-    exact, idec, ienc = item.exact, item.dec, item.enc
+    exact, exact_enc, idec, ienc = item.exact, item.exact_enc, item.dec, item.enc
 
     def dec(v: Any, budget: int) -> Any:
         if type(v) is not list:
@@ -247,7 +401,7 @@ def _sequence(item: _Kind, *, as_tuple: bool) -> _Kind:
         left = budget - 1
         out = []
         for i, x in enumerate(v):
-            if type(x) in exact:
+            if type(x) in exact_enc:  # type: ignore[operator]
                 out.append(x)
                 continue
             try:
@@ -257,7 +411,7 @@ def _sequence(item: _Kind, *, as_tuple: bool) -> _Kind:
                 raise
         return out
 
-    return _Kind(text, frozenset(), dec, enc, "array")
+    return _Kind(text, frozenset(), dec, enc, "array", buffers=item.buffers, schemas=item.schemas)
 
 
 def _fixed_tuple(items: list[_Kind]) -> _Kind:
@@ -273,7 +427,7 @@ def _fixed_tuple(items: list[_Kind]) -> _Kind:
             raise _too_deep()
         out = []
         for i, (kind, x) in enumerate(zip(items, v, strict=True)):
-            if type(x) in kind.exact:
+            if type(x) in (kind.exact_enc if encoding else kind.exact):  # type: ignore[operator]
                 out.append(x)
                 continue
             try:
@@ -289,12 +443,14 @@ def _fixed_tuple(items: list[_Kind]) -> _Kind:
         lambda v, b: convert(v, b, False),
         lambda v, b: convert(v, b, True),
         "array",
+        buffers=any(k.buffers for k in items),
+        schemas=tuple(s for k in items for s in k.schemas),
     )
 
 
 def _dict(value: _Kind) -> _Kind:
     text = f"dict[str, {value.text}]"
-    exact, vdec, venc = value.exact, value.dec, value.enc
+    vdec, venc = value.dec, value.enc
 
     def convert(v: Any, budget: int, encoding: bool) -> Any:
         if not (isinstance(v, dict) if encoding else type(v) is dict):
@@ -302,11 +458,12 @@ def _dict(value: _Kind) -> _Kind:
         if budget <= 0:
             raise _too_deep()
         conv = venc if encoding else vdec
+        exact = value.exact_enc if encoding else value.exact
         out = {}
         for key, x in v.items():
             if not isinstance(key, str):
                 raise FieldError(f"map keys must be str, got {describe(key)}")
-            if type(x) in exact:
+            if type(x) in exact:  # type: ignore[operator]
                 out[key] = x
                 continue
             try:
@@ -322,6 +479,8 @@ def _dict(value: _Kind) -> _Kind:
         lambda v, b: convert(v, b, False),
         lambda v, b: convert(v, b, True),
         "map",
+        buffers=value.buffers,
+        schemas=value.schemas,
     )
 
 
@@ -338,7 +497,7 @@ def _nested(cls: type) -> _Kind:
             raise _mismatch(cls.__qualname__, v)
         return schema.encode_fields(v, budget)
 
-    return _Kind(cls.__qualname__, frozenset(), dec, enc, "map")
+    return _Kind(cls.__qualname__, frozenset(), dec, enc, "map", schemas=(schema,))
 
 
 def _union(members: list[_Kind]) -> _Kind:
@@ -352,12 +511,20 @@ def _union(members: list[_Kind]) -> _Kind:
     mapping = next((k for k in members if k.shape == "map"), None)
     scalars = [k for k in members if k.shape == "scalar"]
     exact = frozenset().union(*(k.exact for k in scalars))
+    exact_enc = frozenset().union(*(k.exact_enc for k in scalars))  # type: ignore[arg-type]
 
     def dec(v: Any, budget: int) -> Any:
         t = type(v)
         target = array if t is list else mapping if t is dict else None
         if target is not None:
             return target.dec(v, budget)
+        if t is AttachmentRef:
+            # The reference says which member: its own error is the useful one.
+            takes = "raw" if v.dtype is None else "array"
+            for k in scalars:
+                if k.takes == takes:
+                    return k.dec(v, budget)
+            raise _mismatch(text, v)
         for k in scalars:
             try:
                 return k.dec(v, budget)
@@ -374,6 +541,10 @@ def _union(members: list[_Kind]) -> _Kind:
             target = None
         if target is not None:
             return target.enc(v, budget)
+        t = type(v)
+        for k in scalars:
+            if t in k.exact:  # bytes: its kind measures it; no try-and-fail
+                return k.enc(v, budget)
         for k in scalars:
             try:
                 return k.enc(v, budget)
@@ -381,7 +552,16 @@ def _union(members: list[_Kind]) -> _Kind:
                 pass
         raise _mismatch(text, v)
 
-    return _Kind(text, exact, dec, enc, "scalar" if not (array or mapping) else "union")
+    return _Kind(
+        text,
+        exact,
+        dec,
+        enc,
+        "scalar" if not (array or mapping) else "union",
+        exact_enc=exact_enc,
+        buffers=any(k.buffers for k in members),
+        schemas=tuple(s for k in members for s in k.schemas),
+    )
 
 
 def _compile(tp: Any) -> _Kind:
@@ -391,12 +571,18 @@ def _compile(tp: Any) -> _Kind:
         return _scalar(_NONE)
     if tp in (str, int, float, bool, bytes):
         return _scalar(tp)
+    if tp is memoryview:
+        return _memoryview()
+    if _is_ndarray_class(tp):
+        return _ndarray(())
     if isinstance(tp, type) and name_of(tp) is not None:
         return _nested(tp)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Annotated:
         return _compile(args[0])
+    if _is_ndarray_class(origin):  # numpy.ndarray[shape, dtype], npt.NDArray[X]
+        return _ndarray(args)
     if origin is typing.Union or origin is types.UnionType:
         return _union([_compile(a) for a in _union_members(tp)])
     if tp is list or origin is list:
@@ -432,16 +618,43 @@ def _union_members(tp: Any) -> list[Any]:
 
 
 class MessageSchema:
-    """The compiled converters of one ``@message`` class (see :func:`schema_for`)."""
+    """The compiled converters of one ``@message`` class (see :func:`schema_for`).
 
-    __slots__ = ("cls", "fields", "name", "qualname")
+    ``buffers`` is true when a buffer (``bytes``, ``memoryview``, an ndarray,
+    ``Any``) can stand anywhere in the message, nested messages included: only
+    then does the codec prepare its frame sink for the message.
+    """
+
+    __slots__ = ("buffers", "cls", "dec_fields", "enc_fields", "kinds", "name", "qualname")
 
     def __init__(self, cls: type, name: str) -> None:
         self.cls = cls
         self.name = name
         self.qualname = cls.__qualname__
-        # (field name, exact types, decoder, encoder, required)
-        self.fields: tuple[tuple[str, frozenset[type], Converter, Converter, bool], ...] = ()
+        self.buffers = False
+        self.kinds: tuple[_Kind, ...] = ()
+        # (field name, exact types, decoder, required)
+        self.dec_fields: tuple[tuple[str, frozenset[type], Converter, bool], ...] = ()
+        # (field name, exact types, encoder)
+        self.enc_fields: tuple[tuple[str, frozenset[type], Converter], ...] = ()
+
+    def _set_fields(self, fields: list[tuple[str, _Kind, bool]]) -> None:
+        self.kinds = tuple(kind for _, kind, _ in fields)
+        self.dec_fields = tuple((name, k.exact, k.dec, req) for name, k, req in fields)
+        self.enc_fields = tuple((name, k.exact_enc, k.enc) for name, k, _ in fields)  # type: ignore[misc]
+
+    def _reaches_buffers(self) -> bool:
+        seen = {id(self)}
+        stack: list[MessageSchema] = [self]
+        while stack:
+            for kind in stack.pop().kinds:
+                if kind.buffers:
+                    return True
+                for schema in kind.schemas:
+                    if id(schema) not in seen:
+                        seen.add(id(schema))
+                        stack.append(schema)
+        return False
 
     def decode_fields(self, data: dict[Any, Any], budget: int) -> Any:
         """Build an instance from a decoded map; raises :class:`FieldError`."""
@@ -452,7 +665,7 @@ class MessageSchema:
         found = 0
         name = ""
         try:
-            for name, exact, dec, _enc, required in self.fields:
+            for name, exact, dec, required in self.dec_fields:
                 v = data.get(name, _MISSING)
                 if v is _MISSING:
                     if required:
@@ -472,7 +685,7 @@ class MessageSchema:
 
     def _check_unknown(self, data: dict[Any, Any], budget: int) -> None:
         # Unknown fields are ignored (forward compatibility) but still bounded.
-        known = {f[0] for f in self.fields}
+        known = {f[0] for f in self.dec_fields}
         for key, v in data.items():
             if type(key) is not str:
                 raise FieldError(f"field names must be str, got {describe(key)}")
@@ -491,7 +704,7 @@ class MessageSchema:
         out: dict[str, Any] = {}
         name = ""
         try:
-            for name, exact, _dec, enc, _required in self.fields:
+            for name, exact, enc in self.enc_fields:
                 v = getattr(obj, name)
                 out[name] = v if type(v) in exact else enc(v, left)
         except FieldError as exc:
@@ -527,25 +740,26 @@ def schema_for(cls: type) -> MessageSchema:
         outermost = not _COMPILING
         schema = _COMPILING[cls] = MessageSchema(cls, name)
         try:
-            schema.fields = _compile_fields(cls)
+            schema._set_fields(_compile_fields(cls))
         except BaseException:
             if outermost:
                 _COMPILING.clear()
             raise
         if outermost:
+            # Every schema reachable from these is complete now (recursion included).
+            for compiled in _COMPILING.values():
+                compiled.buffers = compiled._reaches_buffers()
             _SCHEMAS.update(_COMPILING)
             _COMPILING.clear()
         return schema
 
 
-def _compile_fields(
-    cls: type,
-) -> tuple[tuple[str, frozenset[type], Converter, Converter, bool], ...]:
+def _compile_fields(cls: type) -> list[tuple[str, _Kind, bool]]:
     try:
         hints = typing.get_type_hints(cls, include_extras=True)
     except Exception as exc:
         raise TypeError(f"cannot resolve the annotations of {cls.__qualname__}: {exc}") from exc
-    compiled = []
+    compiled: list[tuple[str, _Kind, bool]] = []
     for f in dataclasses.fields(cls):
         if not f.init:
             continue  # not settable through __init__: not part of the wire form
@@ -554,5 +768,5 @@ def _compile_fields(
         except (TypeError, RecursionError) as exc:
             raise TypeError(f"field {f.name!r} of {cls.__qualname__}: {exc}") from exc
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        compiled.append((f.name, kind.exact, kind.dec, kind.enc, required))
-    return tuple(compiled)
+        compiled.append((f.name, kind, required))
+    return compiled

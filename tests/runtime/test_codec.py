@@ -660,3 +660,19 @@ def test_limits_are_validated() -> None:
         CodecLimits(max_array=12)
     assert DEFAULT_LIMITS.max_frame == 16 * 1024 * 1024
     assert DEFAULT_LIMITS.max_bin == 64 * 1024 * 1024
+    assert DEFAULT_LIMITS.attachment_threshold == 64 * 1024
+    assert DEFAULT_LIMITS.max_attachment_bytes == 2 * 1024**3
+    with pytest.raises(ValueError, match="attachment_threshold"):
+        CodecLimits(attachment_threshold=-1)
+
+
+def test_timestamp_ext_is_refused_anywhere() -> None:
+    stamp = msgpack.Timestamp(1)
+    for frame in (
+        frame0(headers={"t": stamp}),
+        frame0(body=[1, {"k": stamp}]),
+        frame0(type="test_codec.Everything", body={"anything": stamp}),
+        msgpack.packb([*items13(), stamp]),  # even in an ignored trailing item
+    ):
+        with pytest.raises(DecodeError, match=r"Timestamp \(ext type -1\)"):
+            decode([frame])
