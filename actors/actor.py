@@ -9,17 +9,22 @@ built once, when the class is created.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from synaptic_mesh.actors.handlers import SubscriptionSpec, build_handler_table
 from synaptic_mesh.actors.mailbox import Overflow
 from synaptic_mesh.actors.ref import DEFAULT_ASK_TIMEOUT, ActorRef
+from synaptic_mesh.patterns import attach, pubsub, request_reply
 
 if TYPE_CHECKING:
     from synaptic_mesh.actors.cell import ActorCell
+    from synaptic_mesh.patterns.bus import BusMember
+    from synaptic_mesh.patterns.hotline import Hotline
+    from synaptic_mesh.patterns.pubsub import ActorSubscription
+    from synaptic_mesh.patterns.survey import SurveyResult
     from synaptic_mesh.runtime.node import Node
-
 
 
 class AgentActor:
@@ -79,6 +84,16 @@ class AgentActor:
         return logging.getLogger(f"synaptic_mesh.actor.{self.subject}")
 
     @property
+    def current_sender(self) -> str | None:
+        """The subject of the actor that sent the message being handled, when known.
+
+        Known for asks, subscription, bus and survey deliveries; ``None`` for
+        a plain tell and for messages sent from outside any actor.
+        """
+        call = self._mesh_cell.current
+        return call.sender if call is not None else None
+
+    @property
     def current_subject(self) -> str:
         """The subject the message being handled was published on."""
         call = self._mesh_cell.current
@@ -102,27 +117,50 @@ class AgentActor:
         """
         await self.on_start()
 
+    async def on_hotline(self, line: Hotline) -> None:
+        """Answer a hotline (``synaptic_mesh.patterns.hotline``); define it to take hotlines.
+
+        Runs as one of this actor's messages; the line closes when it returns.
+        Actors whose class does not override it refuse hotlines.
+        """
+        raise NotImplementedError
+
     async def _mesh_start(self) -> None:
+        await attach.attach_declared(self)  # @respond, on_hotline: for the actor's life
         await self.on_start()
 
     async def _mesh_restart(self, reason: str) -> None:
-        await self.on_restart(reason)
+        try:
+            await self.on_restart(reason)
+        except BaseException:  # this instance never runs: end what on_restart set up
+            self._mesh_incarnation_ended("on_restart raised", self.node.spawn_system_task)
+            raise
 
     async def _mesh_stop(self) -> None:
         await self.on_stop()
 
+    def _mesh_incarnation_ended(
+        self, reason: str, spawn: Callable[[Callable[[], Any]], None]
+    ) -> None:
+        """Called by the node when this incarnation ended (after ``on_stop``, before a restart).
+
+        What it subscribed, joined or opened stops at once; the rest of the
+        clean-up (unsubscribing, telling a line's other end) runs in ``spawn``.
+        """
+        attach.incarnation_ended(self, reason, spawn)
+
     # -- talking -------------------------------------------------------------
 
-    async def ask(
+    def ask(
         self, subject: str, message: Any, *, timeout: float | None = DEFAULT_ASK_TIMEOUT
-    ) -> Any:
-        """Send ``message`` to ``subject`` and return the reply.
+    ) -> Coroutine[Any, Any, Any]:
+        """Send ``message`` to ``subject`` and return (a coroutine of) the reply.
 
         Raises ``AskTimeout`` after ``timeout`` seconds, ``NoResponders`` at
         once when nobody serves the subject, ``RemoteError`` when the handler
-        raised.
+        raised. See ``synaptic_mesh.patterns.request_reply``.
         """
-        return await self.node.ask(subject, message, timeout=timeout, sender=self.subject)
+        return request_reply.ask(self.node, subject, message, timeout=timeout, sender=self.subject)
 
     async def tell(self, subject: str, message: Any) -> None:
         """Send ``message`` to ``subject`` without waiting for a reply.
@@ -135,9 +173,88 @@ class AgentActor:
         """Send without waiting; raises ``MailboxFull`` instead of blocking."""
         self.node.tell_nowait(subject, message, sender=self.subject)
 
-    async def publish(self, topic: str, message: Any) -> None:
-        """Publish ``message`` to every subscriber of ``topic``."""
-        await self.node.publish(topic, message, sender=self.subject)
+    def publish(self, topic: str, message: Any) -> Coroutine[Any, Any, None]:
+        """Publish ``message`` to every subscriber of ``topic``: ``await self.publish(...)``.
+
+        See ``synaptic_mesh.patterns.pubsub``; raises ``TransportClosed`` once
+        the node no longer sends.
+        """
+        return pubsub.publish(self.node, topic, message, sender=self.subject)
+
+    # -- patterns ------------------------------------------------------------
+
+    async def subscribe(
+        self, pattern: str, handler: Callable[..., Any], *, queue: str | None = None
+    ) -> ActorSubscription:
+        """Subscribe to ``pattern`` while this incarnation runs; deliveries go to ``handler``.
+
+        ``handler`` is a coroutine method (``self.on_news``) or ``async def
+        f(msg)``; it runs from the mailbox like an ``@subscribe`` handler.
+        Ends at ``unsubscribe`` or when the actor stops, crashes or restarts.
+        Raises ``InvalidSubject``, ``TypeError`` (not a coroutine), ``TransportClosed``.
+        """
+        return await pubsub.subscribe_actor(self, pattern, handler, queue=queue)
+
+    async def unsubscribe(self, subscription: ActorSubscription | str) -> int:
+        """End one dynamic subscription, or all on a pattern; returns how many ended."""
+        return await pubsub.unsubscribe_actor(self, subscription)
+
+    async def join_bus(self, bus: str, handler: Callable[..., Any]) -> BusMember:
+        """Join ``bus``: ``handler`` hears every other member; ``member.send`` reaches them.
+
+        See :mod:`synaptic_mesh.patterns.bus` for order, lifetime and errors.
+        """
+        from synaptic_mesh.patterns.bus import join_bus
+
+        return await join_bus(self, bus, handler)
+
+    async def survey(
+        self,
+        group: str,
+        question: Any,
+        *,
+        timeout: float = 10.0,
+        quorum: int | None = None,
+    ) -> SurveyResult:
+        """Ask the ``@respond`` actors of ``group``; the votes that arrive in time.
+
+        Returns early once ``quorum`` votes are in. Each respondent votes at
+        most once; a vote after the deadline is dropped (and counted). See
+        :mod:`synaptic_mesh.patterns.survey`.
+        """
+        from synaptic_mesh.patterns.survey import survey
+
+        return await survey(
+            self.node, group, question, timeout=timeout, quorum=quorum, sender=self.subject
+        )
+
+    def hotline(
+        self,
+        peer: str,
+        *,
+        timeout: float = 5.0,
+        heartbeat: float | None = 1.0,
+        misses: int = 3,
+    ) -> AbstractAsyncContextManager[Hotline]:
+        """``async with self.hotline(peer) as line``: an exclusive, ordered two-way line.
+
+        Raises ``HotlineBusy`` when ``peer`` is on another line,
+        ``HotlineRefused`` when it takes no hotlines. See
+        :mod:`synaptic_mesh.patterns.hotline` for closing and heartbeats.
+        """
+        from synaptic_mesh.patterns.hotline import open_hotline
+
+        return open_hotline(self, peer, timeout=timeout, heartbeat=heartbeat, misses=misses)
+
+    async def feed(self, pipeline: str, item: Any, *, timeout: float | None = None) -> None:
+        """Give ``item`` to ``pipeline``; waits while its first stage has no credit.
+
+        Raises ``PipelineClosed`` when it does not run. See
+        :mod:`synaptic_mesh.patterns.pipeline`.
+        """
+        from synaptic_mesh.patterns.pipeline import feed
+
+        await feed(self.node, pipeline, item, sender=self.subject, timeout=timeout)
 
     def stop(self) -> None:
         """Stop this actor once the current message is handled (a normal exit)."""

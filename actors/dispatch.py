@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 class Dispatcher:
     """Mixin of ``ActorCell``: draining, dispatching, replying, dead-lettering."""
 
+    __slots__ = ()  # ActorCell declares the slots; a mixin with none keeps it dict-free
+
     host: Host
     subject: str
     mailbox: Mailbox
@@ -43,10 +45,10 @@ class Dispatcher:
         """Take messages one at a time until this incarnation ends."""
         mailbox = self.mailbox
         user = mailbox.user
-        system = mailbox.system
         table = self.table
         actor = self.actor
         while self._ending is None:
+            system = mailbox.system  # re-read: the lane is made on first use
             if system:
                 item = system.popleft()
                 if item.__class__ is Signal:
@@ -72,6 +74,7 @@ class Dispatcher:
                 continue
             if mailbox.closed:
                 return
+            item = None  # do not keep the last message (and its buffers) alive while idle
             await mailbox.wait()
 
     async def _slow(self, actor: Any, item: Any) -> None:

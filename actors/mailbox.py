@@ -9,6 +9,12 @@ first, so a stop overtakes a full backlog.
 The hot path is one ``deque.append`` and, when the actor is idle, resolving
 the one future it sleeps on; there is no task per message.
 
+An idle actor costs what its mailbox holds, times every actor a node runs, so
+the lanes that most actors never use are made on first use: the system lane
+(``system``) on the first stop or signal, and the queue of blocked senders
+(``_putters``) when a sender first waits for room. Both are ``None`` until
+then, which reads as empty wherever they are only tested (``if mailbox.system``).
+
 Overflow policies, applied when the user lane holds ``capacity`` messages:
 
 - ``block``: ``await put`` waits for a free slot; ``put_nowait`` raises
@@ -64,10 +70,10 @@ class Mailbox:
         self._limit = capacity
         self.overflow = overflow
         self.user: deque[Any] = deque()
-        self.system: deque[Any] = deque()
+        self.system: deque[Any] | None = None  # made by the first put_system
         self.closed = False
         self._waiter: asyncio.Future[None] | None = None
-        self._putters: deque[asyncio.Future[None]] = deque()
+        self._putters: deque[asyncio.Future[None]] | None = None  # made by the first wait
         self._on_drop = on_drop
 
     def __len__(self) -> int:
@@ -102,12 +108,15 @@ class Mailbox:
         loop = asyncio.get_running_loop()
         while len(self.user) >= self.capacity and not self.closed:
             putter = loop.create_future()
-            self._putters.append(putter)
+            putters = self._putters
+            if putters is None:
+                putters = self._putters = deque()
+            putters.append(putter)
             try:
                 await putter
             except BaseException:
-                if putter in self._putters:
-                    self._putters.remove(putter)
+                if putter in putters:
+                    putters.remove(putter)
                 elif not putter.cancelled():
                     self._wake_putter()  # pass the slot on to the next sender
                 raise
@@ -118,7 +127,10 @@ class Mailbox:
 
     def put_system(self, item: Any) -> None:
         """Queue a system message; never refused, always taken before user messages."""
-        self.system.append(item)
+        system = self.system
+        if system is None:
+            system = self.system = deque()
+        system.append(item)
         self._wake_receiver()
 
     def _overflow_nowait(self, item: Any) -> None:
@@ -152,8 +164,9 @@ class Mailbox:
                 waiter.set_result(None)
 
     def _wake_putter(self) -> None:
-        while self._putters:
-            putter = self._putters.popleft()
+        putters = self._putters
+        while putters:
+            putter = putters.popleft()
             if not putter.done():
                 putter.set_result(None)
                 return
@@ -188,9 +201,9 @@ class Mailbox:
         self._limit = 0
         left = list(self.user)
         self.user.clear()
-        for putter in self._putters:
+        putters, self._putters = self._putters, None
+        for putter in putters or ():
             if not putter.done():
                 putter.set_result(None)
-        self._putters.clear()
         self._wake_receiver()
         return left

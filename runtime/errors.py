@@ -98,6 +98,42 @@ class HotlineBusy(MeshError):
     """The peer of a PAIR hotline is already on a line with another actor."""
 
 
+class HotlineRefused(MeshError):
+    """The actor asked for a hotline does not take them.
+
+    Raised by ``AgentActor.hotline`` when nothing answers on the peer's
+    hotline subject: no actor runs at that subject, or its class defines no
+    ``on_hotline``. ``peer`` is the subject that was asked.
+    """
+
+    def __init__(self, peer: str) -> None:
+        super().__init__(
+            f"{peer!r} takes no hotlines (no actor there, or its class has no on_hotline)"
+        )
+        self.peer = peer
+
+
+class HotlineClosed(MeshError):
+    """A hotline ended; ``reason`` says why and ``normal`` whether it was hung up on purpose.
+
+    Raised by ``line.send`` and ``line.receive`` once the line is closed, and
+    from ``async for msg in line`` when the line ended abnormally (the other
+    side raised, stopped, was killed, or fell silent past the heartbeat).
+    """
+
+    def __init__(self, reason: str, *, normal: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.normal = normal
+
+
+class PipelineClosed(MeshError):
+    """A pipeline is not running (not started yet, stopped, or its supervisor gave up).
+
+    Raised by ``feed`` instead of waiting for credit that will never come.
+    """
+
+
 class SupervisorFailed(MeshError):
     """A supervisor exceeded its restart intensity and gave up.
 

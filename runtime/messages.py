@@ -32,9 +32,7 @@ def message(cls: T, /) -> T: ...
 def message(*, name: str | None = None, frozen: bool = False) -> Callable[[T], T]: ...
 
 
-def message(
-    cls: type | None = None, /, *, name: str | None = None, frozen: bool = False
-) -> Any:
+def message(cls: type | None = None, /, *, name: str | None = None, frozen: bool = False) -> Any:
     """Make ``cls`` a dataclass and register it as a message type.
 
     Raises :class:`MessageRegistrationError` when another class (from another
@@ -43,9 +41,11 @@ def message(
     """
 
     def wrap(klass: type) -> type:
-        data_cls = klass if dataclasses.is_dataclass(klass) else dataclasses.dataclass(
-            frozen=frozen, slots=False
-        )(klass)
+        data_cls = (
+            klass
+            if dataclasses.is_dataclass(klass)
+            else dataclasses.dataclass(frozen=frozen, slots=False)(klass)
+        )
         wire_name = name or data_cls.__qualname__
         register(data_cls, wire_name)
         return data_cls
@@ -62,8 +62,10 @@ def register(cls: type, wire_name: str) -> None:
     if not wire_name or wire_name.startswith(" "):
         raise MessageRegistrationError(f"invalid message name {wire_name!r}")
     existing = _REGISTRY.get(wire_name)
-    if existing is not None and existing is not cls and (
-        existing.__module__ != cls.__module__ or existing.__qualname__ != cls.__qualname__
+    if (
+        existing is not None
+        and existing is not cls
+        and (existing.__module__ != cls.__module__ or existing.__qualname__ != cls.__qualname__)
     ):
         raise MessageRegistrationError(
             f"message name {wire_name!r} is taken by {existing.__module__}."

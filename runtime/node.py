@@ -30,7 +30,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from synaptic_mesh.actors.actor import DEFAULT_ASK_TIMEOUT, AgentActor
-from synaptic_mesh.actors.cell import ActorCell, Supervision
+from synaptic_mesh.actors.cell import ActorCell, Supervision, TaskKeeper
 from synaptic_mesh.actors.mailbox import Mailbox
 from synaptic_mesh.actors.ref import ActorRef
 from synaptic_mesh.actors.signals import Call, Exit
@@ -107,6 +107,8 @@ class Node:
         self._local: dict[str, ActorCell] = {}
         self._refs: dict[str, ActorRef] = {}
         self._pending: dict[str, tuple[asyncio.Future[Any], str, Any]] = {}
+        self._collectors: dict[str, Callable[[Envelope | None], None]] = {}
+        self.lowerings: dict[str, Any] = {}  # pattern name -> lowering (patterns.lowering)
         self._ids = itertools.count(1)
         self._seq: dict[tuple[str | None, str], int] = {}
         self._inbox = f"{INBOX_PREFIX}.{self.id}."
@@ -283,8 +285,7 @@ class Node:
         self._spawning += 1
         try:
             await self._subscribe_cell(cell)
-            assert self._tg is not None
-            await self._tg.start(cell.run)
+            await self._start_cell_task(cell)
         except BaseException:
             await self._release_cell(cell)
             raise
@@ -295,6 +296,28 @@ class Node:
             await cell.done.wait()
             raise error
         return cell
+
+    async def _start_cell_task(self, cell: ActorCell) -> None:
+        """Run ``cell`` in the node's task group; return once its ``on_start`` returned.
+
+        What ``TaskGroup.start(cell.run)`` did, for less: the cell runs as a
+        bare task owned by the group's ``TaskKeeper`` and resolves a plain
+        future after ``on_start`` (see ``ActorCell.start_task``). If this task
+        is cancelled meanwhile, the starting cell is cancelled and waited for,
+        as ``TaskGroup.start`` does; if the cell ends before ``on_start``
+        returned, its ``ActorStartError`` is raised here.
+        """
+        if self._tg is None:
+            raise TransportClosed(f"node {self.name} is not running")
+        started = cell.start_task(await TaskKeeper.of(self._tg))
+        try:
+            await started
+        except BaseException:
+            started.cancel()  # a cell task that has not run yet returns at once
+            cell.abort_start()
+            with anyio.CancelScope(shield=True):
+                await cell.done.wait()
+            raise
 
     async def _subscribe_cell(self, cell: ActorCell) -> None:
         cell.subscriptions.append(
@@ -449,6 +472,8 @@ class Node:
 
     def incarnation_ended(self, cell: ActorCell, exit: Exit) -> None:
         """Called by a cell when one incarnation of its actor ended."""
+        if cell.actor is not None:  # end what the incarnation subscribed, joined or opened
+            cell.actor._mesh_incarnation_ended(f"{exit.kind}: {exit.reason}", self._spawn_task)
         self._deliver_down(cell.subject, f"{exit.kind}: {exit.reason}")
 
     def _deliver_down(self, subject: str, reason: str) -> None:
@@ -704,6 +729,15 @@ class Node:
 
     async def _on_inbox(self, subject: str, frames: Sequence[Frame], reply_to: str | None) -> None:
         corr = subject[len(self._inbox) :]
+        collector = self._collectors.get(corr)
+        if collector is not None:  # many replies for one corr (a survey); see collect_replies
+            if not frames:
+                collector(None)
+                return
+            env = self._open(subject, frames)
+            if env is not None:
+                collector(env)
+            return
         pending = self._pending.pop(corr, None)
         if not frames:  # the transport's "no responders" status
             if pending is not None:
@@ -729,6 +763,94 @@ class Node:
             )
         else:
             future.set_exception(RemoteError(asked, "ProtocolError", f"got {env.kind!r} as reply"))
+
+    # -- pattern support ---------------------------------------------------------
+    #
+    # The few node services the modules of ``synaptic_mesh.patterns`` build on.
+
+    def collect_replies(self, collector: Callable[[Envelope | None], None]) -> tuple[str, str]:
+        """Open a slot on this node's inbox that takes many replies; returns ``(corr, reply_to)``.
+
+        ``collector(env)`` is called for every envelope published on
+        ``reply_to`` until :meth:`stop_collecting`, and ``collector(None)``
+        for the transport's "no responders" status. A reply arriving after
+        ``stop_collecting`` is dropped and counted in ``stats.late_replies``,
+        as a late ask reply is. ``corr`` comes from the same counter as ask
+        correlation ids, so a slot never shares one with an ask.
+        """
+        corr = str(next(self._ids))
+        self._collectors[corr] = collector
+        return corr, self._inbox + corr
+
+    def stop_collecting(self, corr: str) -> None:
+        """Close a slot opened by :meth:`collect_replies` (idempotent)."""
+        self._collectors.pop(corr, None)
+
+    def make_envelope(
+        self,
+        kind: str,
+        subject: str,
+        body: Any,
+        sender: str | None,
+        *,
+        reply_to: str | None = None,
+        corr: str | None = None,
+        deadline: float | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> Envelope:
+        """A new envelope from this node (unique id, ``seq`` per sender and subject)."""
+        env = self._envelope(kind, subject, body, sender, reply_to, corr, deadline)
+        env.headers = headers
+        return env
+
+    def encode(self, env: Envelope) -> Sequence[Frame]:
+        """The frames of ``env`` for this node's transport (the object itself in process).
+
+        Raises ``TypeError``/``ValueError`` when the body cannot be encoded.
+        """
+        return self._frames(env)
+
+    def open_envelope(self, subject: str, frames: Sequence[Frame]) -> Envelope | None:
+        """The envelope in delivered ``frames``, or ``None`` after dead-lettering a bad frame."""
+        return self._open(subject, frames)
+
+    async def send_frames(
+        self, subject: str, frames: Sequence[Frame], reply_to: str | None = None
+    ) -> None:
+        """Publish ``frames`` through the outbox, in order with this node's other sends.
+
+        Raises ``TransportClosed`` once the node no longer sends.
+        """
+        self._check_sending()
+        await self._outbox.send(subject, frames, reply_to)
+
+    def forget_sequence(self, sender: str | None, subject: str) -> None:
+        """Drop the ``seq`` counter of a subject that will not be used again (a closed line)."""
+        self._seq.pop((sender, subject), None)
+
+    def local_cell(self, subject: str) -> ActorCell | None:
+        """The cell of the live local actor at ``subject``, if there is one."""
+        cell = self._local.get(subject)
+        if cell is None or cell.mailbox.closed:
+            return None
+        return cell
+
+    async def deliver(self, cell: ActorCell, item: Any, env: Envelope) -> None:
+        """Queue ``item`` (a message or a ``Call``) in ``cell``'s mailbox, as a delivery would.
+
+        A full (``fail``) or closed mailbox dead-letters ``env``'s body instead.
+        """
+        await self._enqueue(cell, item, env)
+
+    def subscription_delivery(
+        self, cell: ActorCell, handler: Callable[..., Any]
+    ) -> Callable[[str, Sequence[Frame], str | None], Awaitable[None]]:
+        """A transport handler that queues each delivery for ``handler(actor, message)``.
+
+        The same path ``@subscribe`` deliveries take: through ``cell``'s
+        mailbox, one at a time, with ``current_subject`` set.
+        """
+        return partial(self._on_subscribed_frames, cell, handler)
 
     # -- losses ----------------------------------------------------------------
 

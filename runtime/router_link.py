@@ -144,12 +144,16 @@ class LinkState:
     async def send_msg(self, header: bytes, frames: Sequence[Buffer]) -> None:
         """Send a MSG, waiting for credit first and then for the link's buffer.
 
-        A message larger than the whole window is allowed once the window is
-        entirely free, so nothing is too big to ever be sent.
+        A message larger than the whole window is allowed once more than half of
+        the window is free, so nothing is too big to ever be sent. Not the whole
+        window: the receiver returns credit only once half a window is used up,
+        so up to half of it may stay unreturned for as long as no other traffic
+        comes, and a sender waiting for all of it would wait for ever.
         """
         size = len(header) + _size(frames)
+        window = self._peer_window_bytes
         while self._credit_msgs < 1 or (
-            self._credit_bytes < size and self._credit_bytes < self._peer_window_bytes
+            self._credit_bytes < size and (size <= window or self._credit_bytes * 2 <= window)
         ):
             if self.link.closed:
                 raise LinkClosed(f"link to {self.name} closed: {self.link.close_reason}")
@@ -173,8 +177,9 @@ class LinkState:
         """Queue a received MSG for the delivery task; enforce our window.
 
         ``_held_*`` counts what the peer sent and we have not credited back
-        yet; an honest sender never exceeds the window, except with one single
-        message larger than the whole window.
+        yet; an honest sender never exceeds the window, except with a message
+        larger than the whole window, which it sends only while less than half
+        the window is held here (see ``send_msg``).
         """
         size = _size(frames)
         self.stats.messages_received += 1
@@ -182,9 +187,11 @@ class LinkState:
         self._queue.append((items, frames, size))
         self._held_msgs += 1
         self._held_bytes += size
-        if self._held_msgs > self.window_msgs or (
-            self._held_bytes > self.window_bytes and self._held_msgs > 1
-        ):
+        if size > self.window_bytes:
+            overrun = (self._held_bytes - size) * 2 >= self.window_bytes
+        else:
+            overrun = self._held_bytes > self.window_bytes
+        if self._held_msgs > self.window_msgs or overrun:
             raise proto.RouterProtocolError(
                 f"peer overran its window: {self._held_msgs} messages / {self._held_bytes} "
                 f"bytes not yet credited, window {self.window_msgs} / {self.window_bytes}"

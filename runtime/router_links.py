@@ -101,6 +101,7 @@ class LinkService:
                 frames = await link.recv()
                 state.last_rx = asyncio.get_running_loop().time()
                 self._dispatch(state, frames)
+                frames = []  # hold no message while waiting: shm frames are freed when unreferenced
         except _SelfConnection as exc:
             if dialed is not None:
                 log.error("%s: %s; not dialing %s again", self.id, exc.reason, dialed)
@@ -230,6 +231,7 @@ class LinkService:
             except Exception:  # a bug, not the peer's fault: keep the link's deliveries going
                 log.exception("%s: delivering %s from %s failed", self.id, items[1], state.name)
             state.delivered(size)
+            del item, items, frames  # as in the reader: keep no delivered message alive
 
     def _link_down(self: RoutedTransport, state: LinkState, reason: str) -> None:
         self._links.discard(state)

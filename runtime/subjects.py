@@ -21,6 +21,7 @@ published subject with; see its docstring for the caching and queue-group rules.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
@@ -80,6 +81,17 @@ def _split(text: str, kind: str, wildcards: bool) -> tuple[str, ...]:
             f"{MAX_SUBJECT_LENGTH}: {text[:40]!r}...",
         )
     tokens = tuple(text.split("."))
+    # Fast path, taken by nearly every subject and literal pattern: no wildcard
+    # character, no empty token, no whitespace. Checked on the whole text at
+    # once (a few C-level scans) instead of token by token; anything else goes
+    # through the loop below, which finds the rule broken and says which.
+    if (
+        SINGLE_WILDCARD not in text
+        and FULL_WILDCARD not in text
+        and "" not in tokens
+        and _WHITESPACE.search(text) is None
+    ):
+        return tokens
     last = len(tokens) - 1
     for i, token in enumerate(tokens):
         if not token:
@@ -177,10 +189,19 @@ class Match(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class _Subscription(Generic[T]):
+    """One held subscription; ``seq`` is its place in subscription order.
+
+    ``tokens`` is the split pattern for a wildcard pattern and ``()`` for a
+    literal one, which is found by its text and never token-matched (a node
+    holds one literal subscription per actor: not keeping their tokens saves
+    a tuple and a string per token each).
+    """
+
     pattern: str
     tokens: tuple[str, ...]
     item: T
     queue: str | None
+    seq: int
 
 
 class SubjectTable(Generic[T]):
@@ -203,22 +224,32 @@ class SubjectTable(Generic[T]):
     and the many short-lived ``_INBOX.*`` reply subscriptions, which are literal
     subjects, cost one dict pop. The cache is bounded (``cache_size``); when full
     it is cleared rather than tracked LRU, which keeps hits a single dict lookup.
-    A cache miss is a linear scan over pre-split patterns, fine for the hundreds
-    of subscriptions a node holds.
+
+    Literal patterns (every actor's own subject, reply inboxes) are indexed by
+    their text and wildcard patterns kept apart, so a cache miss costs one dict
+    lookup plus a linear scan over the wildcard patterns only, and adding or
+    removing a subscription does not depend on how many are held: a node with
+    100k actors subscribes and unsubscribes each in constant time.
     """
 
     def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, got {cache_size}")
         self._cache_size = cache_size
-        self._subs: list[_Subscription[T]] = []
+        self._seq = itertools.count()
+        # literal pattern -> its subscriptions, in subscription order
+        self._exact: dict[str, list[_Subscription[T]]] = {}
+        # seq -> wildcard subscription; dicts keep insertion (= subscription) order
+        self._wild: dict[int, _Subscription[T]] = {}
+        self._count = 0
+        self._members: dict[str, int] = {}  # queue name -> subscriptions in that group
         # subject -> (its tokens, for invalidation without re-splitting; its Match)
         self._cache: dict[str, tuple[tuple[str, ...], Match[T]]] = {}
         self._turns: dict[str, int] = {}  # queue name -> messages picked so far
 
     def __len__(self) -> int:
         """Number of subscriptions held, duplicates included."""
-        return len(self._subs)
+        return self._count
 
     def add(self, pattern: str, item: T, queue: str | None = None) -> None:
         """Subscribe ``item`` to ``pattern``, in queue group ``queue`` if given.
@@ -231,31 +262,63 @@ class SubjectTable(Generic[T]):
             raise InvalidSubject(
                 queue, f"queue name {queue!r} must be non-empty without whitespace"
             )
-        self._subs.append(_Subscription(pattern, tokens, item, queue))
-        self._invalidate(pattern, tokens)
+        seq = next(self._seq)
+        if SINGLE_WILDCARD in tokens or FULL_WILDCARD in tokens:
+            self._wild[seq] = _Subscription(pattern, tokens, item, queue, seq)
+            self._invalidate(pattern, tokens)
+        else:
+            sub = _Subscription(pattern, (), item, queue, seq)
+            held = self._exact.get(pattern)
+            if held is None:
+                self._exact[pattern] = [sub]
+            else:
+                held.append(sub)
+            self._cache.pop(pattern, None)
+        self._count += 1
+        if queue is not None:
+            self._members[queue] = self._members.get(queue, 0) + 1
 
     def remove(self, pattern: str, item: T, queue: str | None = None) -> bool:
         """Drop one subscription equal to ``(pattern, item, queue)``; False if none is held.
 
         Items compare with ``==`` (after ``is``), so a bound method fetched again
         from its object removes the subscription made with an earlier fetch.
+        When several are equal, the earliest goes.
         """
-        for i, sub in enumerate(self._subs):
-            if (
-                sub.pattern == pattern
-                and sub.queue == queue
-                and (sub.item is item or sub.item == item)
-            ):
-                del self._subs[i]
-                if queue is not None and not any(s.queue == queue for s in self._subs):
-                    self._turns.pop(queue, None)  # group gone: a new one starts fresh
-                self._invalidate(pattern, sub.tokens)
-                return True
-        return False
+        held = self._exact.get(pattern)
+        if held is not None:
+            candidates: list[_Subscription[T]] = held
+        else:
+            candidates = [s for s in self._wild.values() if s.pattern == pattern]
+        for sub in candidates:
+            if sub.queue == queue and (sub.item is item or sub.item == item):
+                break
+        else:
+            return False
+        if held is not None:
+            held.remove(sub)
+            if not held:
+                del self._exact[pattern]
+            self._cache.pop(pattern, None)
+        else:
+            del self._wild[sub.seq]
+            self._invalidate(pattern, sub.tokens)
+        self._count -= 1
+        if queue is not None:
+            left = self._members[queue] - 1
+            if left:
+                self._members[queue] = left
+            else:  # group gone: a new one starts fresh
+                del self._members[queue]
+                self._turns.pop(queue, None)
+        return True
 
     def clear(self) -> None:
         """Drop every subscription, cached result and round-robin position."""
-        self._subs.clear()
+        self._exact.clear()
+        self._wild.clear()
+        self._count = 0
+        self._members.clear()
         self._cache.clear()
         self._turns.clear()
 
@@ -297,14 +360,17 @@ class SubjectTable(Generic[T]):
 
     def _scan(self, tokens: tuple[str, ...]) -> Match[T]:
         """Resolve a subject without the cache: the reference the cache must agree with."""
+        exact = self._exact.get(".".join(tokens), ())
+        wild = [s for s in self._wild.values() if _match_tokens(s.tokens, tokens)]
+        # both kinds matched: merge them back into subscription order
+        found = sorted((*exact, *wild), key=_by_seq) if exact and wild else wild or exact
         plain: list[T] = []
         groups: dict[str, list[T]] = {}  # insertion order = first matching subscription
-        for sub in self._subs:
-            if _match_tokens(sub.tokens, tokens):
-                if sub.queue is None:
-                    plain.append(sub.item)
-                else:
-                    groups.setdefault(sub.queue, []).append(sub.item)
+        for sub in found:
+            if sub.queue is None:
+                plain.append(sub.item)
+            else:
+                groups.setdefault(sub.queue, []).append(sub.item)
         return Match(tuple(plain), tuple(tuple(g) for g in groups.values()), tuple(groups))
 
     def _invalidate(self, pattern: str, tokens: tuple[str, ...]) -> None:
@@ -315,3 +381,7 @@ class SubjectTable(Generic[T]):
         stale = [s for s, (toks, _) in self._cache.items() if _match_tokens(tokens, toks)]
         for s in stale:
             del self._cache[s]
+
+
+def _by_seq(sub: _Subscription[T]) -> int:
+    return sub.seq

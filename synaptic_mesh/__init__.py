@@ -2,7 +2,10 @@
 
 Agents subclass :class:`AgentActor`, declare handlers with :func:`on` and
 :func:`subscribe`, exchange :func:`message` dataclasses, and run on a
-:class:`Node` whose transport is chosen by URL.
+:class:`Node` whose transport is chosen by URL. The six interaction patterns
+(``synaptic_mesh.patterns``) are methods of the actor (``ask``, ``publish``,
+``subscribe``, ``join_bus``, ``survey``, ``hotline``, ``feed``) plus the
+:func:`respond` mark, the :class:`Pipeline` spec and the consensus rules.
 """
 
 from __future__ import annotations
@@ -11,6 +14,18 @@ from synaptic_mesh.actors.actor import AgentActor
 from synaptic_mesh.actors.handlers import on, subscribe
 from synaptic_mesh.actors.ref import ActorRef
 from synaptic_mesh.actors.threaded import ThreadedAgentActor
+from synaptic_mesh.patterns.bus import BusMember
+from synaptic_mesh.patterns.consensus import (
+    Ballot,
+    Decision,
+    majority,
+    unanimous,
+    weighted_by_confidence,
+)
+from synaptic_mesh.patterns.hotline import Hotline
+from synaptic_mesh.patterns.pipeline import Pipeline, Stage, StageWorker
+from synaptic_mesh.patterns.pubsub import ActorSubscription
+from synaptic_mesh.patterns.survey import SurveyResult, Vote, VoteFailure, respond
 from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter
 from synaptic_mesh.runtime.errors import (
     ActorStartError,
@@ -18,9 +33,12 @@ from synaptic_mesh.runtime.errors import (
     DecodeError,
     DeploymentError,
     HotlineBusy,
+    HotlineClosed,
+    HotlineRefused,
     MailboxFull,
     MeshError,
     NoResponders,
+    PipelineClosed,
     RemoteError,
     SupervisorFailed,
     SupervisorStartError,
@@ -38,29 +56,47 @@ __all__ = [
     "DEAD_LETTER_SUBJECT",
     "ActorRef",
     "ActorStartError",
+    "ActorSubscription",
     "AgentActor",
     "AskTimeout",
     "Backoff",
+    "Ballot",
+    "BusMember",
     "ChildSpec",
     "DeadLetter",
+    "Decision",
     "DecodeError",
     "DeploymentError",
     "Down",
+    "Hotline",
     "HotlineBusy",
+    "HotlineClosed",
+    "HotlineRefused",
     "MailboxFull",
     "MeshError",
     "NoResponders",
     "Node",
+    "Pipeline",
+    "PipelineClosed",
     "RemoteError",
+    "Stage",
+    "StageWorker",
     "Supervisor",
     "SupervisorFailed",
     "SupervisorStartError",
+    "SurveyResult",
     "ThreadedAgentActor",
     "TransportClosed",
     "UnknownTransport",
+    "Vote",
+    "VoteFailure",
     "__version__",
     "child",
+    "majority",
     "message",
     "on",
+    "respond",
     "subscribe",
+    "unanimous",
+    "weighted_by_confidence",
 ]

@@ -26,6 +26,15 @@ Contract, stated once for all transports (the conformance suite checks it):
 - Handlers are coroutines; a transport awaits them in order per subscription,
   so a slow handler pushes back on its source instead of queueing without bound.
 
+Native lowerings (optional): every pattern (request-reply, pub-sub,
+pipeline, bus, survey, PAIR hotline) has a generic lowering onto the calls
+above. A transport that can do better for a pattern names it in
+``capabilities.native`` and returns an object for it from
+:meth:`Transport.native_lowering`; the object implements the protocol the
+pattern module states (``synaptic_mesh.patterns.survey.SurveyLowering``, ...).
+The rule is strict both ways: a name in ``native`` must yield an object, and
+the conformance suite checks it.
+
 Link transports implement the smaller :class:`Link` contract instead and let
 the shared router (``runtime/router.py``) provide everything above.
 
@@ -136,6 +145,18 @@ class Transport(abc.ABC):
         With ``queue``, each message goes to one member of the group.
         Raises ``TransportClosed`` after ``close``.
         """
+
+    def native_lowering(self, pattern: str) -> object | None:
+        """This transport's own lowering of ``pattern``, or ``None`` to use the generic one.
+
+        ``pattern`` is one of the names in ``synaptic_mesh.patterns.lowering.PATTERNS``
+        (``"request-reply"``, ``"pub-sub"``, ``"pipeline"``, ``"bus"``,
+        ``"survey"``, ``"pair"``). A transport that lists ``pattern`` in
+        ``capabilities.native`` must return an object implementing that
+        pattern's protocol; the default returns ``None`` for every pattern, which
+        is right for a transport whose ``native`` is empty.
+        """
+        return None
 
 
 # --------------------------------------------------------------------------- links

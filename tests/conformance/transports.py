@@ -145,7 +145,58 @@ class TcpCase(TransportCase):
             await first.close()
 
 
+class ShmCase(TransportCase):
+    """``a`` listens in a fresh ``shm://`` directory here; ``b``, a node in another OS
+    process, finds it by listing that directory (discovery), as co-located nodes do.
+
+    The directory is short (``/tmp/smesh-conf-*``): Unix socket paths are
+    limited to 107 bytes. It is removed afterwards.
+    """
+
+    name = scheme = "shm"
+
+    @asynccontextmanager
+    async def directory(self) -> AsyncIterator[str]:
+        import shutil
+        import tempfile
+
+        path = tempfile.mkdtemp(prefix="smesh-conf-", dir="/tmp")
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    @asynccontextmanager
+    async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
+        from tests.conformance.remote_peer import RemotePeer
+
+        async with self.directory() as path, Node(f"shm://{path}", name="a") as a:
+            peer = RemotePeer(a, f"shm://{path}", "b")
+            await peer.start()
+            try:
+                yield a, peer
+            finally:
+                await peer.close()
+                await peer.kill()
+
+    @asynccontextmanager
+    async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:
+        from synaptic_mesh.runtime.transport_lookup import open_transport
+
+        async with self.directory() as path:
+            first = open_transport(f"shm://{path}")
+            await first.start()
+            second = open_transport(f"shm://{path}")
+            try:
+                await second.start()
+                yield first, second
+            finally:
+                await second.close()
+                await first.close()
+
+
 CASES: list[TransportCase] = [
     InprocCase(),
     TcpCase(),
+    ShmCase(),
 ]

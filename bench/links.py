@@ -1,0 +1,367 @@
+"""Link transports across two OS processes: ``shm://`` and ``tcp://`` against their floors.
+
+Absolute figures move from run to run and machine to machine (see
+``shared/BASELINES.md``), so this script measures the transports *and* their
+floors in the same run, and judges by ratios:
+
+1. **Bulk**: a 100 MB float32 numpy array sent from this process to a node in
+   another process (an ask; the far actor reads the last element and answers).
+   Compared: ``shm://`` against ``tcp://`` (time ratio, target >= 7x) and
+   ``shm://`` against a plain memcpy of the same 100 MB in this process
+   (``np.copyto`` into a warm buffer; throughput ratio, target >= 70%). The
+   first transfer (cold: fresh segments, fresh socket buffers) is reported on
+   its own; the verdicts use the median of the warm ones.
+2. **Small messages**: 64-byte ask round trips (p50/p99) and one-way
+   throughput (tells, then one ask that returns the count) for ``shm://`` and
+   ``tcp://``, next to the floors measured in the same run: a hand-written
+   asyncio ``Protocol`` echo server over a Unix socket and over TCP
+   (``bench/_links_peer.py``). Targets: round trip p50 <= 1.5x the floor of
+   the same socket family, one-way >= 60% of it.
+
+Rounds interleave the four peers so that load drifts hit them alike. Run
+``python -m synaptic_mesh.bench.links --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from synaptic_mesh.bench._links_clients import PAYLOAD, Far, MeshClient, RawClient
+from synaptic_mesh.bench._stats import (
+    fmt_pct,
+    fmt_rate,
+    fmt_ratio,
+    fmt_us,
+    median,
+    percentile,
+    render_table,
+    spread,
+)
+from synaptic_mesh.runtime.node import Node
+
+ASKS = 5_000
+ONEWAY = 50_000
+REPEATS = 3
+TRANSFERS = 7
+BULK_FLOATS = 25_000_000  # 100,000,000 bytes
+SMALL = ("raw uds", "shm", "raw tcp", "tcp")
+FLOOR = {"shm": "raw uds", "tcp": "raw tcp"}
+LABEL = {
+    "raw uds": "asyncio Protocol, Unix socket (floor)",
+    "shm": "shm:// (synaptic_mesh)",
+    "raw tcp": "asyncio Protocol, TCP (floor)",
+    "tcp": "tcp:// (synaptic_mesh)",
+}
+
+
+@dataclass
+class Small:
+    """Figures of one peer for the small-message part, one entry per round."""
+
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    oneway: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Target:
+    """One verdict: a ratio measured in this run against its goal."""
+
+    name: str
+    measured: float
+    goal: str
+    met: bool
+    text: str
+
+    @property
+    def verdict(self) -> str:
+        return "ok" if self.met else "MISS"
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+async def small_messages(clients: dict[str, Any], args: argparse.Namespace) -> dict[str, Small]:
+    results = {name: Small() for name in SMALL}
+    for name in SMALL:  # warm-up, not recorded
+        await clients[name].rtt(max(args.asks // 10, 100))
+        await clients[name].oneway(max(args.oneway // 10, 1000))
+    for i in range(args.repeats):
+        line = []
+        for name in SMALL:
+            gc.collect()
+            samples = sorted(await clients[name].rtt(args.asks))
+            gc.collect()
+            rate = await clients[name].oneway(args.oneway)
+            result = results[name]
+            result.p50.append(percentile(samples, 50))
+            result.p99.append(percentile(samples, 99))
+            result.oneway.append(rate)
+            line.append(f"{name} {fmt_us(result.p50[-1])} us / {fmt_rate(rate)} msg/s")
+        print(f"round {i + 1}/{args.repeats}: " + "; ".join(line), flush=True)
+    return results
+
+
+async def bulk_transfers(
+    clients: dict[str, Any], args: argparse.Namespace
+) -> dict[str, list[float]] | None:
+    """Seconds per transfer: index 0 is the cold one. ``None`` without numpy."""
+    try:
+        import numpy as np
+    except ImportError:
+        print("bulk: skipped, numpy is not installed", flush=True)
+        return None
+    data = np.arange(BULK_FLOATS, dtype=np.float32)
+    dst = np.empty_like(data)
+    times: dict[str, list[float]] = {"memcpy": [], "shm": [], "tcp": []}
+    for i in range(args.transfers + 1):
+        gc.collect()
+        t0 = time.perf_counter()
+        np.copyto(dst, data)
+        times["memcpy"].append(time.perf_counter() - t0)
+        for name in ("shm", "tcp"):
+            gc.collect()
+            times[name].append(await clients[name].bulk(data))
+        what = "cold" if i == 0 else f"warm {i}/{args.transfers}"
+        print(
+            f"bulk {what}: " + ", ".join(f"{k} {v[-1] * 1000:.1f} ms" for k, v in times.items()),
+            flush=True,
+        )
+    return times
+
+
+async def run(args: argparse.Namespace) -> tuple[dict[str, Small], dict[str, list[float]] | None]:
+    tmp = tempfile.mkdtemp(prefix="smesh-bench-", dir="/tmp")
+    fars: list[Far] = []
+    clients: dict[str, Any] = {}
+    try:
+        for name, argv in {
+            "raw uds": ("raw", "uds", f"{tmp}/raw.sock"),
+            "raw tcp": ("raw", "tcp"),
+            "shm": ("mesh", f"shm://{tmp}/mesh"),
+            "tcp": ("mesh", "tcp://127.0.0.1:0"),
+        }.items():
+            far = await Far.start(*argv)
+            fars.append(far)
+            if name.startswith("raw"):
+                clients[name] = await RawClient.connect(name[4:], far.address)
+                continue
+            url = f"shm://{tmp}/mesh" if name == "shm" else f"tcp://127.0.0.1:0?peers={far.address}"
+            node = Node(url, name="near")
+            await node.start()
+            clients[name] = MeshClient(node)
+        small = await small_messages(clients, args)
+        bulk = await bulk_transfers(clients, args) if args.transfers else None
+        return small, bulk
+    finally:
+        for client in clients.values():
+            await client.close()
+        for far in fars:
+            await far.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- judging and reporting -----------------------------------------------------------------------
+
+
+def judge(small: dict[str, Small], bulk: dict[str, list[float]] | None) -> list[Target]:
+    targets = []
+    if bulk is not None:
+        shm, tcp, memcpy = (median(bulk[k][1:]) for k in ("shm", "tcp", "memcpy"))
+        targets.append(
+            Target(
+                "bulk: tcp:// time / shm:// time (warm)",
+                tcp / shm,
+                ">= 7x",
+                tcp / shm >= 7,
+                fmt_ratio(tcp / shm),
+            )
+        )
+        targets.append(
+            Target(
+                "bulk: shm:// throughput / memcpy throughput (warm)",
+                memcpy / shm,
+                ">= 70%",
+                memcpy / shm >= 0.70,
+                fmt_pct(memcpy / shm),
+            )
+        )
+    for name, floor in FLOOR.items():
+        ratio = median(small[name].p50) / median(small[floor].p50)
+        targets.append(
+            Target(
+                f"{name}:// ask p50 / {floor} echo p50",
+                ratio,
+                "<= 1.5x",
+                ratio <= 1.5,
+                fmt_ratio(ratio),
+            )
+        )
+        share = median(small[name].oneway) / median(small[floor].oneway)
+        targets.append(
+            Target(
+                f"{name}:// one-way / {floor} one-way",
+                share,
+                ">= 60%",
+                share >= 0.60,
+                fmt_pct(share),
+            )
+        )
+    return targets
+
+
+def report(
+    small: dict[str, Small], bulk: dict[str, list[float]] | None, targets: list[Target]
+) -> str:
+    parts = []
+    if bulk is not None:
+        rows = []
+        for name, label in (
+            ("memcpy", "plain memcpy, np.copyto (floor)"),
+            ("shm", "shm:// (synaptic_mesh)"),
+            ("tcp", "tcp:// (synaptic_mesh)"),
+        ):
+            warm = bulk[name][1:]
+            mid = median(warm)
+            rows.append(
+                [
+                    label,
+                    f"{bulk[name][0] * 1000:.1f}",
+                    f"{mid * 1000:.1f}",
+                    f"{BULK_FLOATS * 4 / mid / 1e9:.2f}",
+                    fmt_pct(spread(warm)),
+                    str(len(warm)),
+                ]
+            )
+        parts.append(
+            f"Bulk: {BULK_FLOATS * 4:,} bytes float32, this process -> far process\n"
+            + render_table(
+                ["path", "cold ms", "warm median ms", "warm GB/s", "spread", "warm runs"],
+                rows,
+                [False, True, True, True, True, True],
+            )
+        )
+    rows = []
+    for name in SMALL:
+        s = small[name]
+        rows.append(
+            [
+                LABEL[name],
+                fmt_us(median(s.p50)),
+                fmt_us(median(s.p99)),
+                fmt_pct(spread(s.p50)),
+                fmt_rate(median(s.oneway)),
+                fmt_pct(spread(s.oneway)),
+                str(len(s.p50)),
+            ]
+        )
+    parts.append(
+        f"Small messages: {PAYLOAD}-byte payload, two processes\n"
+        + render_table(
+            ["peer", "rr p50 us", "rr p99 us", "p50 spread", "one-way msg/s", "spread", "rounds"],
+            rows,
+            [False, True, True, True, True, True, True],
+        )
+    )
+    parts.append(
+        "Targets (ratios within this run)\n"
+        + render_table(
+            ["comparison", "measured", "target", "verdict"],
+            [[t.name, t.text, t.goal, t.verdict] for t in targets],
+            [False, True, True, False],
+        )
+    )
+    return "\n\n".join(parts)
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m synaptic_mesh.bench.links",
+        description="shm:// and tcp:// across two processes against their floors: 100 MB "
+        "transfers vs memcpy, 64-byte round trips and one-way throughput vs raw asyncio echo.",
+    )
+    parser.add_argument("-m", "--asks", type=int, help=f"round trips per round (default {ASKS:,})")
+    parser.add_argument(
+        "-n", "--oneway", type=int, help=f"one-way messages per round (default {ONEWAY:,})"
+    )
+    parser.add_argument("--repeats", type=int, help=f"measured rounds (default {REPEATS})")
+    parser.add_argument(
+        "--transfers", type=int, help=f"warm 100 MB transfers (default {TRANSFERS}; 0: none)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1,000 asks, 10,000 one-way, 1 round, 3 transfers",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.asks = args.asks or (1_000 if quick else ASKS)
+    args.oneway = args.oneway or (10_000 if quick else ONEWAY)
+    args.repeats = args.repeats or (1 if quick else REPEATS)
+    if args.transfers is None:
+        args.transfers = 3 if quick else TRANSFERS
+    if min(args.asks, args.oneway, args.repeats) < 1 or args.transfers < 0:
+        parser.error("--asks, --oneway and --repeats must be positive, --transfers >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; 0 when done (1 with ``--strict`` if a target was missed)."""
+    args = parse_args(argv)
+    load_before = _load()
+    print(
+        f"synaptic_mesh link bench: Python {platform.python_version()} on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, loop=asyncio, load avg {load_before}\n"
+        f"small: {args.asks:,} sequential asks and {args.oneway:,} tells per round, "
+        f"{args.repeats} rounds (+1 warm-up), peers interleaved; "
+        f"bulk: 1 cold + {args.transfers} warm transfers per path",
+        flush=True,
+    )
+    small, bulk = asyncio.run(run(args))
+    targets = judge(small, bulk)
+    load_after = _load()
+    print(f"\nload avg before {load_before}, after {load_after}\n")
+    print(report(small, bulk, targets))
+    if args.json:
+        data = {
+            "bench": "links",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_avg": {"before": load_before, "after": load_after},
+            "args": vars(args),
+            "small": {name: vars(s) for name, s in small.items()},
+            "bulk_seconds": bulk,
+            "targets": [
+                {"name": t.name, "measured": t.measured, "target": t.goal, "met": t.met}
+                for t in targets
+            ],
+        }
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2)
+        print(f"\nwrote {args.json}")
+    return 1 if args.strict and any(not t.met for t in targets) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
