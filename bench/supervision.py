@@ -65,7 +65,7 @@ REPEATS = 3
 WARMUP_RESTARTS = 200
 BATCH = 1_000
 """Spawns awaited together by one ``asyncio.gather`` in the concurrent spawn trial."""
-CLOSE_BUDGET = 120.0
+CLOSE_BUDGET = 60.0
 """Seconds a spawn trial waits for ``node.close()``; past that the figure is reported missing."""
 TRACE_FRAMES = 16
 """Frames kept per tracemalloc traceback: enough to reach the runtime's call site."""
@@ -373,9 +373,17 @@ def _source(frame: tracemalloc.Frame | None) -> str:
 
 
 def _is_hub(obj: Any, module_dicts: set[int]) -> bool:
-    """Objects every actor shares, where the walk of one actor's objects stops."""
+    """Objects every actor shares, where the walk of one actor's objects stops.
+
+    Besides the node, the loop, classes and functions: any container with
+    more than :data:`SHARED_SIZE` items (an idle actor owns none that big, but
+    a registry of all tasks or all actors is one, and walking through it
+    would reach every other actor).
+    """
     from synaptic_mesh.transports.base import Transport
 
+    if isinstance(obj, (list, tuple, set, frozenset, dict, deque)) and len(obj) > SHARED_SIZE:
+        return True
     return (
         isinstance(obj, (*_HUB_TYPES, Node, Transport, asyncio.AbstractEventLoop))
         or id(obj) in module_dicts
@@ -383,6 +391,7 @@ def _is_hub(obj: Any, module_dicts: set[int]) -> bool:
     )
 
 
+SHARED_SIZE = 64
 _HUB_TYPES = (
     type,
     types.ModuleType,
@@ -398,33 +407,43 @@ def _reach(roots: list[Any], module_dicts: set[int]) -> dict[int, tuple[Any, str
     """Objects reachable from ``roots`` without passing a hub: ``id -> (object, label)``.
 
     The label names the object by its type and the attribute, frame local or
-    container it was first reached through (``Mailbox.user: deque``).
+    container it was first reached through (``Mailbox.user: deque``); an
+    instance's ``__dict__`` lends its owner's name to what it holds.
     """
     found: dict[int, tuple[Any, str]] = {}
-    queue: deque[tuple[Any, str]] = deque((r, type(r).__qualname__) for r in roots)
+    # (object, its label, the name its referents are labelled after)
+    queue: deque[tuple[Any, str, str]] = deque((r, _kind(r), _kind(r)) for r in roots)
     while queue:
-        obj, label = queue.popleft()
+        obj, label, owner = queue.popleft()
         if id(obj) in found or _is_hub(obj, module_dicts):
             continue
         found[id(obj)] = (obj, label)
         names = _attribute_names(obj)
+        own_dict = getattr(obj, "__dict__", None) if not isinstance(obj, dict) else None
         for item in gc.get_referents(obj):
             if id(item) in found:
                 continue
+            if item is own_dict and own_dict is not None:
+                queue.append((item, f"{owner}.__dict__", owner))
+                continue
             via = names.get(id(item))
-            kind = type(item).__qualname__
-            if kind == "coroutine":
-                kind = f"coroutine {item.cr_code.co_qualname}"
-            owner = type(obj).__qualname__
-            if owner == "coroutine":
-                owner = obj.cr_code.co_qualname
-            queue.append((item, f"{owner}.{via}: {kind}" if via else f"{owner} -> {kind}"))
+            text = f"{owner}.{via}: {_kind(item)}" if via else f"{owner} -> {_kind(item)}"
+            queue.append((item, text, _kind(item)))
     return found
 
 
+def _kind(obj: Any) -> str:
+    """A type name for labels; a coroutine is named after its function."""
+    if type(obj).__name__ == "coroutine":
+        return f"coroutine {obj.cr_code.co_qualname}"
+    return type(obj).__qualname__
+
+
 def _attribute_names(obj: Any) -> dict[int, str]:
-    """``id(value) -> name`` for the attributes (slots, ``__dict__``) of ``obj``."""
+    """``id(value) -> name`` for the attributes (slots, ``__dict__``) or str keys of ``obj``."""
     names: dict[int, str] = {}
+    if isinstance(obj, dict):
+        return {id(v): k for k, v in obj.items() if isinstance(k, str)}
     for klass in type(obj).__mro__:
         for slot in getattr(klass, "__slots__", ()):
             if isinstance(slot, str) and not slot.startswith("__"):
@@ -483,7 +502,7 @@ def _table_entries(table: Any, subject: str) -> list[Any]:
     return entries
 
 
-def _structural_sizes(node: Node, count: int) -> list[tuple[str, int]]:
+def _structural_sizes(node: Node, count: int) -> list[tuple[str, int, int]]:
     """``sys.getsizeof`` of the objects one idle actor holds alone, object by object.
 
     Walks what one actor's cell, task, ref and routing entry reach (stopping at
@@ -495,12 +514,14 @@ def _structural_sizes(node: Node, count: int) -> list[tuple[str, int]]:
     module_dicts = {id(m.__dict__) for m in list(sys.modules.values()) if m is not None}
     mine = _reach(_actor_objects(node, f"idle.{count // 2}"), module_dicts)
     other = _reach(_actor_objects(node, f"idle.{count // 3}"), module_dicts)
-    rows: dict[str, int] = {}
+    rows: dict[str, list[int]] = {}
     for key, (obj, label) in mine.items():
         if key in other:
             continue
-        rows[label] = rows.get(label, 0) + sys.getsizeof(obj)
-    return list(rows.items())
+        row = rows.setdefault(label, [0, 0])
+        row[0] += sys.getsizeof(obj)
+        row[1] += 1
+    return [(label, size, n) for label, (size, n) in rows.items()]
 
 
 async def memory_trial(count: int, sample: int) -> dict[str, Any]:
@@ -567,19 +588,27 @@ async def memory_trial(count: int, sample: int) -> dict[str, Any]:
         "sample": sample,
         "traced_bytes_per_actor": total / count,
         "breakdown": breakdown,
-        "structural": [{"component": c, "bytes": b} for c, b in structural],
+        "structural": [{"component": c, "bytes": b, "objects": n} for c, b, n in structural],
     }
 
 
 def run_trial_here(kind: str, count: int, factory: LoopFactory) -> dict[str, Any]:
-    """``--trial``: run one spawn or memory trial in this (fresh) process."""
+    """``--trial``: run one spawn or memory trial in this (fresh) process.
+
+    The loop is not closed afterwards: the process exits right after printing
+    the result, and closing the loop would first cancel and wait for whatever
+    a close that overran its budget left running, which can take as long again.
+    """
     quiet_runtime_logs()
-    with asyncio.Runner(loop_factory=factory) as runner:
-        if kind == "memory":
-            return runner.run(memory_trial(count, SAMPLE))
-        if kind == "floor":
-            return runner.run(floor_trial(count))
-        return runner.run(spawn_trial(count, kind))
+    loop = factory() if factory is not None else asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    if kind == "memory":
+        trial = memory_trial(count, SAMPLE)
+    elif kind == "floor":
+        trial = floor_trial(count)
+    else:
+        trial = spawn_trial(count, kind)
+    return loop.run_until_complete(trial)
 
 
 def run_trial_child(kind: str, count: int, uvloop: bool) -> dict[str, Any]:
@@ -744,9 +773,14 @@ def report(verdicts: list[Verdict], memory: dict[str, Any], top: int) -> str:
         [False, False, True, True],
     )
     structural = sorted(memory["structural"], key=lambda row: -row["bytes"])
-    struct_rows = [[row["component"], f"{row['bytes']:,}"] for row in structural]
-    struct_rows.append(["sum", f"{sum(row['bytes'] for row in structural):,}"])
-    parts = render_table(["object (reached as)", "bytes"], struct_rows, [False, True])
+    struct_rows = [
+        [row["component"], str(row["objects"]), f"{row['bytes']:,}"] for row in structural
+    ]
+    objects = sum(row["objects"] for row in structural)
+    struct_rows.append(["sum", str(objects), f"{sum(row['bytes'] for row in structural):,}"])
+    parts = render_table(
+        ["object (reached as)", "objects", "bytes"], struct_rows, [False, True, True]
+    )
     return (
         f"{table}\n\nwhere an idle actor's memory goes: tracemalloc over {memory['count']:,} "
         f"actors by allocating line, each with the runtime line that led to it (learnt from "
