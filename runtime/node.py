@@ -33,23 +33,21 @@ from synaptic_mesh.actors.actor import DEFAULT_ASK_TIMEOUT, AgentActor
 from synaptic_mesh.actors.cell import ActorCell, Supervision, TaskKeeper
 from synaptic_mesh.actors.mailbox import Mailbox
 from synaptic_mesh.actors.ref import ActorRef
-from synaptic_mesh.actors.signals import Call, Exit
+from synaptic_mesh.actors.signals import Call
 from synaptic_mesh.runtime import codec
 from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter, describe
 from synaptic_mesh.runtime.deadlines import Deadlines
 from synaptic_mesh.runtime.envelope import ASK, ERROR, PUBLISH, REPLY, TELL, Envelope
 from synaptic_mesh.runtime.errors import (
-    DecodeError,
-    MailboxFull,
     MeshError,
-    NoResponders,
-    RemoteError,
     SupervisorFailed,
     TransportClosed,
 )
+from synaptic_mesh.runtime.node_inbound import NodeInbound
+from synaptic_mesh.runtime.node_supervision import NodeSupervision
 from synaptic_mesh.runtime.subjects import validate_pattern, validate_subject
 from synaptic_mesh.runtime.transport_lookup import open_transport
-from synaptic_mesh.supervisors.monitors import NOPROC, Down, Monitors
+from synaptic_mesh.supervisors.monitors import Monitors
 from synaptic_mesh.supervisors.runtime import SupervisorRuntime
 from synaptic_mesh.supervisors.spec import Supervisor
 from synaptic_mesh.transports.base import Frame, Subscription, Transport
@@ -70,7 +68,7 @@ class NodeStats:
     decode_errors: int = 0
 
 
-class Node:
+class Node(NodeSupervision, NodeInbound):
     """A process's place in the mesh: spawn actors, talk to any subject.
 
     ``async with Node(transport="inproc://") as node:`` starts it and closes
@@ -383,105 +381,6 @@ class Node:
         else:
             await cell.terminate("stopped", timeout)
 
-    # -- supervision -----------------------------------------------------------
-
-    async def start_supervisor(self, tree: Supervisor) -> SupervisorRuntime:
-        """Start a supervision tree (children in order) and return its root.
-
-        Raises ``SupervisorStartError`` if a child fails to start; the
-        children already started are stopped again.
-        """
-        self._check_running()
-        if not isinstance(tree, Supervisor):
-            raise TypeError(f"expected a Supervisor spec, got {tree!r}")
-        root = SupervisorRuntime(self, tree)
-        await root.start()
-        self._roots.append(root)
-        return root
-
-    def supervisor(self, name: str) -> SupervisorRuntime:
-        """The running supervisor called ``name`` (for ``start_child`` and friends)."""
-        try:
-            return self._supervisors[name]
-        except KeyError:
-            raise LookupError(f"no running supervisor {name!r} on node {self.name}") from None
-
-    def register_supervisor(self, runtime: SupervisorRuntime) -> None:
-        if runtime.name in self._supervisors:
-            raise ValueError(f"a supervisor named {runtime.name!r} already runs here")
-        self._supervisors[runtime.name] = runtime
-
-    def unregister_supervisor(self, runtime: SupervisorRuntime) -> None:
-        if self._supervisors.get(runtime.name) is runtime:
-            del self._supervisors[runtime.name]
-
-    def supervision_tree(self) -> str:
-        """Every running tree as indented text, plus unsupervised actors."""
-        parts = [root.describe() for root in self._roots if root.state == "running"]
-        loose = [c.subject for c in self._local.values() if c.supervisor is None]
-        if loose:
-            parts.append("(unsupervised) " + ", ".join(loose))
-        return "\n".join(parts) if parts else "(no actors)"
-
-    def supervision_failed(self, root: SupervisorRuntime, failure: SupervisorFailed) -> None:
-        """A root supervisor gave up: remember why and close the node."""
-        self.failure = failure
-        log.error("root supervisor %s failed; closing node %s: %s", root.name, self.name, failure)
-        if self._failure_close is None:
-            self._failure_close = asyncio.get_running_loop().create_task(self.close())
-
-    def spawn_system_task(self, fn: Callable[[], Awaitable[None]]) -> None:
-        """Run ``fn`` in the node's task group (supervisors' exit handling)."""
-        self._spawn_task(fn)
-
-    # -- monitors ----------------------------------------------------------------
-
-    def monitor(self, subject: str, watcher: str) -> int:
-        """Deliver ``Down(subject, reason)`` to the actor ``watcher`` when ``subject`` ends.
-
-        See :mod:`synaptic_mesh.supervisors.monitors` for the semantics.
-        """
-        reference = self._monitors.add(subject, watcher)
-        cell = self._local.get(subject)
-        if cell is not None and cell.started and not cell.done.is_set():
-            return reference
-        if not self._remote_peers(subject):
-            self._deliver_down(subject, NOPROC)
-        return reference
-
-    def _remote_peers(self, subject: str) -> list[str]:
-        peers_serving = getattr(self.transport, "peers_serving", None)
-        return peers_serving(subject) if peers_serving is not None else []
-
-    def _peer_down(self, peer: str, reason: str) -> None:
-        """A link transport lost a peer: watchers of what only it served get ``Down``."""
-        for subject in self._monitors.targets():
-            if subject not in self._local and not self._remote_peers(subject):
-                self._deliver_down(subject, f"noconnection: node {peer} is down ({reason})")
-
-    def _bad_frame(self, bad: Any) -> None:
-        """A link transport refused input: record it as a dead letter."""
-        subject = getattr(bad, "subject", None) or "_mesh.link"
-        self.dead_letter(
-            f"bad frame from {bad.peer}: {bad.reason}", subject, detail=bad.preview or ""
-        )
-
-    def demonitor(self, reference: int) -> None:
-        """Cancel a monitor made by ``monitor``."""
-        self._monitors.remove(reference)
-
-    def incarnation_ended(self, cell: ActorCell, exit: Exit) -> None:
-        """Called by a cell when one incarnation of its actor ended."""
-        if cell.actor is not None:  # end what the incarnation subscribed, joined or opened
-            cell.actor._mesh_incarnation_ended(f"{exit.kind}: {exit.reason}", self._spawn_task)
-        self._deliver_down(cell.subject, f"{exit.kind}: {exit.reason}")
-
-    def _deliver_down(self, subject: str, reason: str) -> None:
-        for watcher in self._monitors.fire(subject):
-            cell = self._local.get(watcher)
-            if cell is not None:
-                cell.signal(Down(subject, reason))
-
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Return once every local actor is started and idle and nothing is in flight.
 
@@ -655,114 +554,6 @@ class Node:
                     log.exception("subscriber callback for %s raised", pattern)
 
         return await self.transport.subscribe(pattern, deliver, queue)
-
-    # -- receiving -------------------------------------------------------------
-
-    def _open(self, subject: str, frames: Sequence[Frame]) -> Envelope | None:
-        """The envelope in ``frames``, or ``None`` after dead-lettering a bad frame."""
-        try:
-            if type(frames[0]) is Envelope:
-                return frames[0]
-        except IndexError:
-            self.dead_letter("empty message (no frames)", subject)
-            return None
-        except TypeError:
-            pass  # not a sequence of frames: the codec says so below
-        try:
-            return codec.decode(frames, self.codec_limits)
-        except DecodeError as exc:
-            self.stats.decode_errors += 1
-            log.warning("undecodable frame on %s: %s", subject, exc.reason)
-            first = frames[0] if isinstance(frames, list | tuple) and frames else None
-            preview = (
-                bytes(first[:48]).hex() if isinstance(first, bytes | bytearray | memoryview) else ""
-            )
-            self.dead_letter(f"decode error: {exc.reason}", subject, detail=preview)
-            return None
-
-    async def _on_actor_frames(
-        self, cell: ActorCell, subject: str, frames: Sequence[Frame], reply_to: str | None
-    ) -> None:
-        env = self._open(subject, frames)
-        if env is None:
-            return
-        reply_to = env.reply_to or reply_to
-        if env.kind == ASK or (reply_to is not None and env.kind in (TELL, PUBLISH)):
-            item: Any = Call(
-                env.body, reply_to=reply_to, corr=env.corr, sender=env.sender, subject=subject
-            )
-        elif env.kind in (TELL, PUBLISH):
-            item = env.body
-        else:
-            self.dead_letter(f"unexpected {env.kind!r} message", subject, env.body, env.sender)
-            return
-        await self._enqueue(cell, item, env)
-
-    async def _on_subscribed_frames(
-        self,
-        cell: ActorCell,
-        handler: Callable[..., Any],
-        subject: str,
-        frames: Sequence[Frame],
-        reply_to: str | None,
-    ) -> None:
-        env = self._open(subject, frames)
-        if env is None:
-            return
-        call = Call(
-            env.body,
-            handler=handler,
-            subject=subject,
-            sender=env.sender,
-            reply_to=env.reply_to or reply_to,
-            corr=env.corr,
-        )
-        await self._enqueue(cell, call, env)
-
-    async def _enqueue(self, cell: ActorCell, item: Any, env: Envelope) -> None:
-        try:
-            await cell.mailbox.put(item)
-        except (MailboxFull, TransportClosed) as exc:
-            self.dead_letter(str(exc), cell.subject, env.body, env.sender)
-            if isinstance(item, Call) and item.reply_to is not None:
-                await self.send_reply(item, None, exc)
-
-    async def _on_inbox(self, subject: str, frames: Sequence[Frame], reply_to: str | None) -> None:
-        corr = subject[len(self._inbox) :]
-        collector = self._collectors.get(corr)
-        if collector is not None:  # many replies for one corr (a survey); see collect_replies
-            if not frames:
-                collector(None)
-                return
-            env = self._open(subject, frames)
-            if env is not None:
-                collector(env)
-            return
-        pending = self._pending.pop(corr, None)
-        if not frames:  # the transport's "no responders" status
-            if pending is not None:
-                future, asked, message = pending
-                self.dead_letter("no responders", asked, message)
-                if not future.done():
-                    future.set_exception(NoResponders(asked))
-            return
-        env = self._open(subject, frames)
-        if env is None:
-            return
-        if pending is None or pending[0].done():
-            self.stats.late_replies += 1
-            log.debug("late reply on %s dropped", subject)
-            return
-        future, asked, _message = pending
-        if env.kind == REPLY:
-            future.set_result(env.body)
-        elif env.kind == ERROR:
-            body = env.body if isinstance(env.body, dict) else {}
-            future.set_exception(
-                RemoteError(asked, str(body.get("type", "Error")), str(body.get("message", "")))
-            )
-        else:
-            future.set_exception(RemoteError(asked, "ProtocolError", f"got {env.kind!r} as reply"))
 
     # -- pattern support ---------------------------------------------------------
     #
