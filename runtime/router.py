@@ -65,6 +65,7 @@ from synaptic_mesh.transports.base import (
     BadFrame,
     Frame,
     Handler,
+    HandlerSubscription,
     LinkClosed,
     LinkConnector,
     LinkListener,
@@ -73,24 +74,6 @@ from synaptic_mesh.transports.base import (
 )
 
 log = logging.getLogger("synaptic_mesh.router")
-
-
-class _LocalSub(Subscription):
-    __slots__ = ("_router", "active", "handler", "pattern", "queue")
-
-    def __init__(
-        self, router: RoutedTransport, pattern: str, handler: Handler, queue: str | None
-    ) -> None:
-        self._router = router
-        self.pattern = pattern
-        self.handler = handler
-        self.queue = queue
-        self.active = True
-
-    async def unsubscribe(self) -> None:
-        if self.active:
-            self.active = False
-            self._router._forget(self)
 
 
 class RoutedTransport(LinkService, Transport):
@@ -117,12 +100,12 @@ class RoutedTransport(LinkService, Transport):
         self.on_bad_frame: list[Callable[[BadFrame], Any]] = []
         self.bad_frames = 0
         self.address: str | None = None
-        self._table: SubjectTable[_LocalSub | Peer] = SubjectTable()
+        self._table: SubjectTable[HandlerSubscription | Peer] = SubjectTable()
         self._interest = Interest(self._table, settings.topology)
         self._tree = settings.topology == "tree"
         self._peers: dict[str, Peer] = {}
         self._links: set[LinkState] = set()
-        self._subs: list[_LocalSub] = []
+        self._subs: list[HandlerSubscription] = []
         self._turns: dict[str, int] = {}
         self._tasks: dict[asyncio.Task[Any], str] = {}
         self._unsynced = 0
@@ -261,10 +244,10 @@ class RoutedTransport(LinkService, Transport):
             return None
         relay = source is None or self._tree
         origin = source.peer if source is not None else None
-        local: list[_LocalSub] = []
+        local: list[HandlerSubscription] = []
         forward: dict[Peer, list[str]] = {}
         for item in match.plain:
-            if type(item) is _LocalSub:
+            if type(item) is HandlerSubscription:
                 local.append(item)
             elif relay and item is not origin and item not in forward:
                 forward[item] = []
@@ -274,14 +257,14 @@ class RoutedTransport(LinkService, Transport):
             if relay:
                 candidates = [m for m in members if m is not origin]
             else:
-                candidates = [m for m in members if type(m) is _LocalSub]
+                candidates = [m for m in members if type(m) is HandlerSubscription]
             if not candidates:
                 log.debug("%s: queue %s on %s has no member left here", self.id, queue, subject)
                 continue
             turn = self._turns.get(queue, 0)
             self._turns[queue] = turn + 1
             chosen = candidates[turn % len(candidates)]
-            if type(chosen) is _LocalSub:
+            if type(chosen) is HandlerSubscription:
                 local.append(chosen)
             else:
                 forward.setdefault(chosen, []).append(queue)  # type: ignore[arg-type]
@@ -313,14 +296,14 @@ class RoutedTransport(LinkService, Transport):
         """Subscribe locally and advertise it; returns once connected peers know it."""
         self._check_open()
         validate_pattern(pattern)
-        sub = _LocalSub(self, pattern, handler, queue)
+        sub = HandlerSubscription(self, pattern, handler, queue)
         self._table.add(pattern, sub, queue)
         self._subs.append(sub)
         if self._interest.local_add((pattern, queue)):
             await self._flush([s for s in self._interest.links if not s.link.closed])
         return sub
 
-    def _forget(self, sub: _LocalSub) -> None:
+    def _forget(self, sub: HandlerSubscription) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
             self._table.remove(sub.pattern, sub, sub.queue)

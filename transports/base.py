@@ -103,6 +103,29 @@ class Subscription(abc.ABC):
         """Stop deliveries to this subscription's handler."""
 
 
+class HandlerSubscription(Subscription):
+    """A subscription whose messages go to a handler in this process.
+
+    Kept by the transport that made it (in process or over links alike):
+    ``unsubscribe`` marks it inactive, so a delivery already picked skips it,
+    and asks the owner to ``_forget`` it.
+    """
+
+    __slots__ = ("_owner", "active", "handler", "pattern", "queue")
+
+    def __init__(self, owner: Any, pattern: str, handler: Handler, queue: str | None) -> None:
+        self._owner = owner
+        self.pattern = pattern
+        self.handler = handler
+        self.queue = queue
+        self.active = True
+
+    async def unsubscribe(self) -> None:
+        if self.active:
+            self.active = False
+            self._owner._forget(self)
+
+
 class Transport(abc.ABC):
     """One node's connection to a mesh; chosen by URL scheme.
 

@@ -22,6 +22,7 @@ from synaptic_mesh.transports.base import (
     Capabilities,
     Frame,
     Handler,
+    HandlerSubscription,
     Subscription,
     Transport,
 )
@@ -36,26 +37,8 @@ class _Hub:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.table: SubjectTable[_InprocSubscription] = SubjectTable()
+        self.table: SubjectTable[HandlerSubscription] = SubjectTable()
         self.members = 0
-
-
-class _InprocSubscription(Subscription):
-    __slots__ = ("_transport", "active", "handler", "pattern", "queue")
-
-    def __init__(
-        self, transport: InprocTransport, pattern: str, handler: Handler, queue: str | None
-    ) -> None:
-        self._transport = transport
-        self.pattern = pattern
-        self.handler = handler
-        self.queue = queue
-        self.active = True
-
-    async def unsubscribe(self) -> None:
-        if self.active:
-            self.active = False
-            self._transport._forget(self)
 
 
 class InprocTransport(Transport):
@@ -83,7 +66,7 @@ class InprocTransport(Transport):
         self._hub: _Hub | None = None
         # An insertion-ordered set (dict keys): unsubscribing is O(1) even when
         # a node holds one subscription per actor for 100k actors.
-        self._subscriptions: dict[_InprocSubscription, None] = {}
+        self._subscriptions: dict[HandlerSubscription, None] = {}
         self._closed = False
 
     # -- connect -------------------------------------------------------------
@@ -126,12 +109,12 @@ class InprocTransport(Transport):
         hub = self._hub
         if hub is None or self._closed:
             raise TransportClosed(f"inproc transport {self.url!r} is not open")
-        sub = _InprocSubscription(self, pattern, handler, queue)
+        sub = HandlerSubscription(self, pattern, handler, queue)
         hub.table.add(pattern, sub, queue)  # validates the pattern (and the queue name)
         self._subscriptions[sub] = None
         return sub
 
-    def _forget(self, sub: _InprocSubscription) -> None:
+    def _forget(self, sub: HandlerSubscription) -> None:
         if self._hub is not None:
             self._hub.table.remove(sub.pattern, sub, sub.queue)
         self._subscriptions.pop(sub, None)
