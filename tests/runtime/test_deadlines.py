@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from synaptic_mesh import AskTimeout
 from synaptic_mesh.runtime.deadlines import RESOLUTION, Deadlines
 
@@ -18,11 +16,13 @@ async def test_timeouts_fire_on_time_and_share_a_timer() -> None:
     for future in futures:
         deadlines.add(future, "core.slow", 0.05)
     assert len(deadlines._timers) <= 2, "asks in one slot share its timer"
-    with pytest.raises(AskTimeout):
-        await futures[0]
-    elapsed = loop.time() - started
-    assert 0.05 <= elapsed < 0.05 + RESOLUTION + 0.05
-    assert all(f.done() and isinstance(f.exception(), AskTimeout) for f in futures)
+    await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    first = loop.time() - started
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    last = loop.time() - started
+    assert first >= 0.05, "never early"
+    assert last < 0.05 + 2 * RESOLUTION + 0.1, "at most a slot late (plus scheduling)"
+    assert all(isinstance(r, AskTimeout) for r in results)
     assert len(deadlines) == 0
 
 
