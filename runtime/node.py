@@ -311,8 +311,8 @@ class Node(NodeSupervision, NodeInbound):
         try:
             await started
         except BaseException:
-            started.cancel()  # a cell task that has not run yet returns at once
-            cell.abort_start()
+            started.cancel()
+            cell.abort_start()  # a cell task that has not run yet then returns at once
             with anyio.CancelScope(shield=True):
                 await cell.done.wait()
             raise
