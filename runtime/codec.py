@@ -195,8 +195,21 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
     n_attachments = len(attachments)
     if n_attachments:
         _check_attachments(attachments, None, limits)
+    frame0 = _pack_frame0(packer, env, wire_type, wire_body, n_attachments)
+    size = len(frame0)
+    if size > limits._small or size > limits.max_frame:
+        _check_frame0(frame0, limits)
+    if not n_attachments:
+        return [frame0]
+    return [frame0, *attachments]
+
+
+def _pack_frame0(
+    packer: msgpack.Packer, env: Envelope, wire_type: str, wire_body: Any, n_attachments: int
+) -> bytes:
+    """Frame 0: the envelope as the documented 13-item array."""
     try:
-        frame0 = packer.pack(
+        return packer.pack(
             [
                 WIRE_VERSION,
                 env.id,
@@ -217,12 +230,6 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
         raise ValueError(
             f"cannot encode envelope: an integer is out of msgpack range ({exc})"
         ) from None
-    size = len(frame0)
-    if size > limits._small or size > limits.max_frame:
-        _check_frame0(frame0, limits)
-    if not n_attachments:
-        return [frame0]
-    return [frame0, *attachments]
 
 
 def _encode_buffers(
@@ -238,27 +245,7 @@ def _encode_buffers(
     if sink.frames:  # left over by a pack that raised
         sink.frames = []
     try:
-        frame0 = packer.pack(
-            [
-                WIRE_VERSION,
-                env.id,
-                env.kind,
-                env.sender,
-                env.subject,
-                env.reply_to,
-                env.corr,
-                env.seq,
-                env.deadline,
-                env.headers,
-                wire_type,
-                wire_body,
-                n_attachments,
-            ]
-        )
-    except OverflowError as exc:
-        raise ValueError(
-            f"cannot encode envelope: an integer is out of msgpack range ({exc})"
-        ) from None
+        frame0 = _pack_frame0(packer, env, wire_type, wire_body, n_attachments)
     finally:
         extra = sink.frames
         sink.frames = []  # never keep the buffers alive until the next message
