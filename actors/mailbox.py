@@ -42,6 +42,7 @@ class Mailbox:
 
     __slots__ = (
         "_limit",
+        "_loop",
         "_on_drop",
         "_putters",
         "_waiter",
@@ -73,6 +74,7 @@ class Mailbox:
         self.system: deque[Any] | None = None  # made by the first put_system
         self.closed = False
         self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._putters: deque[asyncio.Future[None]] | None = None  # made by the first wait
         self._on_drop = on_drop
 
@@ -175,7 +177,10 @@ class Mailbox:
         """A future the (single) receiver awaits until something is queued."""
         waiter = self._waiter
         if waiter is None or waiter.done():
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            loop = self._loop
+            if loop is None:  # looked up once: get_running_loop costs a getpid() call
+                loop = self._loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
         return waiter
 
     def taken(self) -> None:

@@ -27,7 +27,7 @@ class Deadlines:
 
     def add(self, future: asyncio.Future[Any], subject: str, timeout: float) -> int:
         """Fail ``future`` with ``AskTimeout`` after ``timeout`` s; returns its slot."""
-        loop = asyncio.get_running_loop()
+        loop = future.get_loop()
         key = math.ceil((loop.time() + timeout) / RESOLUTION)
         slot = self._slots.get(key)
         if slot is None:

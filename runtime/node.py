@@ -45,7 +45,7 @@ from synaptic_mesh.runtime.errors import (
 )
 from synaptic_mesh.runtime.node_inbound import NodeInbound
 from synaptic_mesh.runtime.node_supervision import NodeSupervision
-from synaptic_mesh.runtime.subjects import validate_pattern, validate_subject
+from synaptic_mesh.runtime.subjects import ONE_TIME_PREFIX, validate_pattern, validate_subject
 from synaptic_mesh.runtime.transport_lookup import open_transport
 from synaptic_mesh.supervisors.monitors import Monitors
 from synaptic_mesh.supervisors.runtime import SupervisorRuntime
@@ -54,7 +54,7 @@ from synaptic_mesh.transports.base import Frame, Subscription, Transport
 
 log = logging.getLogger("synaptic_mesh.node")
 
-INBOX_PREFIX = "_INBOX"
+INBOX_PREFIX = ONE_TIME_PREFIX.rstrip(".")
 SHUTDOWN_TIMEOUT = 5.0
 
 
@@ -115,6 +115,7 @@ class Node(NodeSupervision, NodeInbound):
         self._stop_runner: anyio.Event | None = None
         self._spawning = 0
         self._state = "new"
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox = _make_outbox(self, outbox_capacity)
         self._monitors = Monitors()
         self._deadlines = Deadlines()
@@ -141,6 +142,7 @@ class Node(NodeSupervision, NodeInbound):
             if self._state == "running":
                 return
             raise TransportClosed(f"node {self.name} was closed; create a new one")
+        self._loop = asyncio.get_running_loop()
         ready = anyio.Event()
         self._stop_runner = anyio.Event()
         self._runner = asyncio.get_running_loop().create_task(self._run(ready))
@@ -485,7 +487,8 @@ class Node(NodeSupervision, NodeInbound):
         recorded as a dead letter), ``RemoteError`` when the handler raised,
         ``TransportClosed`` when the node closes first.
         """
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # the loop found at start: get_running_loop costs a getpid() call per ask
+        future: asyncio.Future[Any] = (self._loop or asyncio.get_running_loop()).create_future()
         slot = None if timeout is None else self._deadlines.add(future, subject, timeout)
         try:
             cell = self._local.get(subject)

@@ -22,7 +22,7 @@ from synaptic_mesh.runtime.errors import (
     RemoteError,
     TransportClosed,
 )
-from synaptic_mesh.transports.base import Frame
+from synaptic_mesh.transports.base import Frame, eager_handler
 
 if TYPE_CHECKING:
     from synaptic_mesh.actors.cell import ActorCell
@@ -77,6 +77,7 @@ class NodeInbound:
             self.dead_letter(f"decode error: {exc.reason}", subject, detail=preview)
             return None
 
+    @eager_handler
     async def _on_actor_frames(
         self, cell: ActorCell, subject: str, frames: Sequence[Frame], reply_to: str | None
     ) -> None:
@@ -95,6 +96,7 @@ class NodeInbound:
             return
         await self._enqueue(cell, item, env)
 
+    @eager_handler
     async def _on_subscribed_frames(
         self,
         cell: ActorCell,
@@ -124,6 +126,7 @@ class NodeInbound:
             if isinstance(item, Call) and item.reply_to is not None:
                 await self.send_reply(item, None, exc)
 
+    @eager_handler
     async def _on_inbox(self, subject: str, frames: Sequence[Frame], reply_to: str | None) -> None:
         corr = subject[len(self._inbox) :]
         collector = self._collectors.get(corr)

@@ -56,7 +56,13 @@ from typing import Any, ClassVar
 from synaptic_mesh.runtime import router_protocol as proto
 from synaptic_mesh.runtime.errors import TransportClosed
 from synaptic_mesh.runtime.router_interest import Interest
-from synaptic_mesh.runtime.router_link import LinkState, LinkStats, Peer, frames_size
+from synaptic_mesh.runtime.router_link import (
+    LinkState,
+    LinkStats,
+    Peer,
+    frames_size,
+    sole_recipient,
+)
 from synaptic_mesh.runtime.router_links import LinkService
 from synaptic_mesh.runtime.router_settings import RouterSettings
 from synaptic_mesh.runtime.subjects import SubjectTable, validate_pattern
@@ -74,6 +80,9 @@ from synaptic_mesh.transports.base import (
 )
 
 log = logging.getLogger("synaptic_mesh.router")
+
+_SENT: list[tuple[str, str]] = []
+"""What ``_route`` returns when every send succeeded (shared: never mutated)."""
 
 
 class RoutedTransport(LinkService, Transport):
@@ -138,6 +147,7 @@ class RoutedTransport(LinkService, Transport):
         if self._state != "new":
             raise TransportClosed(f"transport {self.url} was closed; open a new one")
         self._state = "running"
+        self._loop = asyncio.get_running_loop()
         self._connector = self.connector()
         try:
             if self.settings.listen is not None:
@@ -242,8 +252,35 @@ class RoutedTransport(LinkService, Transport):
         match = self._table.match(subject)
         if not match:
             return None
-        relay = source is None or self._tree
         origin = source.peer if source is not None else None
+        sole = sole_recipient(match, assigned)
+        if sole is not None:  # the common case: an actor here, or the one peer serving it
+            only, queues = sole
+            if type(only) is HandlerSubscription:
+                if only.active:
+                    try:
+                        await only.handler(subject, frames, reply_to)
+                    except Exception:
+                        log.exception(
+                            "%s: handler of %s failed on %s", self.id, only.pattern, subject
+                        )
+                return _SENT
+            if (source is None or self._tree) and only is not origin:
+                if hops >= proto.MAX_HOPS:
+                    log.error(
+                        "%s: dropping %s after %d hops: is the tree a cycle?",
+                        self.id,
+                        subject,
+                        hops,
+                    )
+                    return _SENT
+                try:
+                    await only.send(subject, reply_to, queues, hops + 1, frames)
+                except (LinkClosed, ValueError) as exc:
+                    log.warning("%s: %s to peer %s lost: %s", self.id, subject, only.id, exc)
+                    return [(only.id, str(exc))]
+            return _SENT
+        relay = source is None or self._tree
         local: list[HandlerSubscription] = []
         forward: dict[Peer, list[str]] = {}
         for item in match.plain:

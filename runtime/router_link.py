@@ -2,8 +2,8 @@
 
 A :class:`LinkState` wraps one :class:`~synaptic_mesh.transports.base.Link`
 with what the router needs on top of it: the interest exchanged over it, the
-credit window for MSG traffic, the queue of received messages waiting for
-delivery, FLUSH barriers in flight, heartbeat times and counters. A
+credit window for MSG traffic, the queue of received messages waiting
+behind a delivery in progress, FLUSH barriers in flight, heartbeat times and counters. A
 :class:`Peer` is one remote node; it usually has one link, two for a moment
 when both nodes of a full mesh dial each other (both are kept, the first one
 carries the traffic, see ``router.py``).
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from synaptic_mesh.runtime import router_protocol as proto
-from synaptic_mesh.transports.base import Buffer, Link, LinkClosed
+from synaptic_mesh.runtime.subjects import Match
+from synaptic_mesh.transports.base import Buffer, Link, LinkClosed, LinkProtocolError
 
 Key = tuple[str, "str | None"]
 """One unit of interest: ``(pattern, queue)``."""
@@ -106,13 +107,14 @@ class LinkState:
         # receiving: our window, what waits for delivery, credit not yet returned
         self.window_msgs = window_msgs
         self.window_bytes = window_bytes
-        self._queue: deque[tuple[list[Any], list[Buffer], int]] = deque()
+        self.queue: deque[tuple[list[Any], list[Buffer], int]] = deque()
+        self.busy = False  # a delivery is under way in a task; later MSGs queue behind it
         self._held_msgs = 0
         self._held_bytes = 0
-        self._queue_waiter: asyncio.Future[None] | None = None
         self._unreturned_msgs = 0
         self._unreturned_bytes = 0
         self.draining = False  # set by close: deliver nothing more
+        self.failure: tuple[LinkProtocolError, list[Buffer]] | None = None  # what closed it
         # FLUSH barriers we sent
         self._tokens = itertools.count(1)
         self._flushes: dict[int, asyncio.Future[None]] = {}
@@ -173,18 +175,18 @@ class LinkState:
 
     # -- receiving MSG --------------------------------------------------------------
 
-    def push(self, items: list[Any], frames: list[Buffer]) -> None:
-        """Queue a received MSG for the delivery task; enforce our window.
+    def admit(self, frames: list[Buffer]) -> int:
+        """Count a received MSG against our window; its size in bytes.
 
         ``_held_*`` counts what the peer sent and we have not credited back
         yet; an honest sender never exceeds the window, except with a message
         larger than the whole window, which it sends only while less than half
-        the window is held here (see ``send_msg``).
+        the window is held here (see ``send_msg``). Raises
+        ``RouterProtocolError`` for a peer that overran it.
         """
         size = _size(frames)
         self.stats.messages_received += 1
         self.stats.bytes_received += size
-        self._queue.append((items, frames, size))
         self._held_msgs += 1
         self._held_bytes += size
         if size > self.window_bytes:
@@ -196,23 +198,7 @@ class LinkState:
                 f"peer overran its window: {self._held_msgs} messages / {self._held_bytes} "
                 f"bytes not yet credited, window {self.window_msgs} / {self.window_bytes}"
             )
-        waiter = self._queue_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next(self) -> tuple[list[Any], list[Buffer], int] | None:
-        """The next MSG to deliver; ``None`` once the link is gone and the queue empty."""
-        while not self._queue:
-            if self.link.closed or self.draining:
-                return None
-            self._queue_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._queue_waiter
-            finally:
-                self._queue_waiter = None
-        if self.draining:
-            return None
-        return self._queue.popleft()
+        return size
 
     def delivered(self, size: int) -> None:
         """One MSG was handled: return credit once half a window is used up."""
@@ -265,8 +251,27 @@ class LinkState:
         self._flushes.clear()
         if not self.synced.done():
             self.synced.set_result(None)
-        if self._queue_waiter is not None and not self._queue_waiter.done():
-            self._queue_waiter.set_result(None)
+
+
+def sole_recipient(
+    match: Match[Any], assigned: Sequence[str] | None
+) -> tuple[Any, tuple[str, ...]] | None:
+    """The one recipient of a subject, with the queue groups to name when forwarding to it.
+
+    That is the common case, worth a fast path: a subject with one plain
+    subscriber, or one queue group of one member (an actor's own subject)
+    that ``assigned`` (the groups a received MSG makes us serve; ``None`` for
+    our own publish) includes. ``None`` for anything else.
+    """
+    if match.groups:
+        if match.plain or len(match.groups) != 1 or len(match.groups[0]) != 1:
+            return None
+        if assigned is not None and match.queues[0] not in assigned:
+            return None
+        return match.groups[0][0], match.queues
+    if len(match.plain) == 1:
+        return match.plain[0], ()
+    return None
 
 
 def _size(frames: Sequence[Buffer]) -> int:

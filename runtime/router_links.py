@@ -20,12 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from synaptic_mesh.runtime import eager
 from synaptic_mesh.runtime import router_protocol as proto
-from synaptic_mesh.runtime.router_link import LinkState, Peer
+from synaptic_mesh.runtime.router_link import LinkState, Peer, sole_recipient
 from synaptic_mesh.runtime.subjects import InvalidSubject
-from synaptic_mesh.transports.base import BadFrame, Link, LinkClosed, LinkProtocolError
+from synaptic_mesh.transports.base import (
+    BadFrame,
+    HandlerSubscription,
+    Link,
+    LinkClosed,
+    LinkProtocolError,
+)
 
 if TYPE_CHECKING:
     from synaptic_mesh.runtime.router import RoutedTransport
@@ -95,12 +103,16 @@ class LinkService:
             self._hello(state, frames)
             state.last_rx = asyncio.get_running_loop().time()
             outcome = True
-            self._spawn(self._deliver(state), "delivery")
             self._spawn(self._await_sync(state, first), "link")
+            if link.set_receiver(partial(self._pushed, state)):
+                await link.wait_closed()
+                if state.failure is not None:
+                    error, frames = state.failure
+                    raise error
+                await link.recv()  # raises why the link closed
             while True:
                 frames = await link.recv()
-                state.last_rx = asyncio.get_running_loop().time()
-                self._dispatch(state, frames)
+                self._received(state, frames)
                 frames = []  # hold no message while waiting: shm frames are freed when unreferenced
         except _SelfConnection as exc:
             if dialed is not None:
@@ -178,11 +190,26 @@ class LinkService:
         if self._unsynced == 0:
             self._all_synced.set()
 
-    def _dispatch(self: RoutedTransport, state: LinkState, frames: list[Any]) -> None:
+    def _pushed(self: RoutedTransport, state: LinkState, frames: list[Any]) -> None:
+        """A message the link pushed from its protocol callback (``Link.set_receiver``).
+
+        Bad input cannot be raised into the link's callback: it is kept in
+        ``state.failure``, the link is aborted, and ``_serve_link`` reports it.
+        """
+        try:
+            self._received(state, frames)
+        except LinkProtocolError as exc:
+            if state.failure is None:
+                state.failure = (exc, frames)
+            state.link.abort(exc.reason)
+
+    def _received(self: RoutedTransport, state: LinkState, frames: list[Any]) -> None:
+        """Handle one message of a link: control at once, a MSG delivered or queued."""
+        state.last_rx = self._loop.time()
         items = proto.decode_header(frames)
         op = items[0]
         if op == proto.MSG:
-            state.push(items, frames)
+            self._on_msg(state, items, frames)
         elif op == proto.SUB:
             self._interest.peer_add(state, (items[1], items[2]))
         elif op == proto.UNSUB:
@@ -213,25 +240,90 @@ class LinkService:
 
         self._spawn(relay())
 
-    async def _deliver(self: RoutedTransport, state: LinkState) -> None:
-        """Route the MSGs of one link in order; a bad subject closes the link."""
-        while True:
-            item = await state.next()
-            if item is None:
-                return
-            items, frames, size = item
+    def _on_msg(
+        self: RoutedTransport, state: LinkState, items: list[Any], frames: list[Any]
+    ) -> None:
+        """Deliver a MSG now if nothing is in progress on its link, else queue it.
+
+        Most MSGs go to one actor of this node: their handler (marked
+        ``eager_handler``) is started right here and usually finishes without
+        waiting, which saves a task per message. One that waits, and every
+        other delivery (queue groups, several subscribers, forwarding in a
+        tree), continues in a task; later MSGs of the link queue behind it, so
+        the link's order holds.
+        """
+        size = state.admit(frames)
+        if state.busy or state.draining:
+            state.queue.append((items, frames, size))
+            return
+        subject = items[1]
+        try:
+            match = self._table.match(subject)
+        except InvalidSubject as exc:
+            self._invalid_subject(state, exc, frames)
+            return
+        sole = sole_recipient(match, items[3])
+        sub = sole[0] if sole is not None else None
+        if type(sub) is not HandlerSubscription or not sub.eager:
+            state.queue.append((items, frames, size))
+            state.busy = True
+            self._spawn(self._deliver(state), "delivery")
+            return
+        if sub.active:
+            coro = sub.handler(subject, frames[1:], items[2])
             try:
-                await self._route(items[1], frames[1:], items[2], state, items[3], items[4])
-            except InvalidSubject as exc:
-                reason = f"MSG with an invalid subject: {exc}"
-                log.error("%s: link %s closed: %s", self.id, state.name, reason)
-                self._bad(state, reason, frames=frames)
-                state.link.abort(reason)
-                return
-            except Exception:  # a bug, not the peer's fault: keep the link's deliveries going
-                log.exception("%s: delivering %s from %s failed", self.id, items[1], state.name)
-            state.delivered(size)
-            del item, items, frames  # as in the reader: keep no delivered message alive
+                result, yielded = eager.step(coro)
+            except Exception:
+                log.exception("%s: handler of %s failed on %s", self.id, sub.pattern, subject)
+            else:
+                if result is eager.PENDING:
+                    state.busy = True
+                    rest = eager.Resumed(coro, yielded)
+                    self._spawn(self._finish(state, sub, subject, rest, size), "delivery")
+                    return
+        state.delivered(size)
+
+    async def _finish(
+        self: RoutedTransport,
+        state: LinkState,
+        sub: HandlerSubscription,
+        subject: str,
+        resumed: eager.Resumed,
+        size: int,
+    ) -> None:
+        """The rest of a delivery ``_on_msg`` started, then whatever queued behind it."""
+        try:
+            await resumed
+        except Exception:
+            log.exception("%s: handler of %s failed on %s", self.id, sub.pattern, subject)
+        state.delivered(size)
+        await self._deliver(state)
+
+    async def _deliver(self: RoutedTransport, state: LinkState) -> None:
+        """Route the queued MSGs of one link in order; a bad subject closes the link."""
+        queue = state.queue
+        try:
+            while queue and not state.draining:
+                items, frames, size = queue.popleft()
+                try:
+                    await self._route(items[1], frames[1:], items[2], state, items[3], items[4])
+                except InvalidSubject as exc:
+                    self._invalid_subject(state, exc, frames)
+                    return
+                except Exception:  # a bug, not the peer's fault: keep the link's deliveries going
+                    log.exception("%s: delivering %s from %s failed", self.id, items[1], state.name)
+                state.delivered(size)
+                del items, frames  # keep no delivered message alive while the next one waits
+        finally:
+            state.busy = False
+
+    def _invalid_subject(
+        self: RoutedTransport, state: LinkState, exc: InvalidSubject, frames: list[Any]
+    ) -> None:
+        reason = f"MSG with an invalid subject: {exc}"
+        log.error("%s: link %s closed: %s", self.id, state.name, reason)
+        self._bad(state, reason, frames=frames)
+        state.link.abort(reason)
 
     def _link_down(self: RoutedTransport, state: LinkState, reason: str) -> None:
         self._links.discard(state)

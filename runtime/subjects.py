@@ -30,7 +30,8 @@ from .errors import MeshError
 
 # fmt: off
 __all__ = [
-    "DEFAULT_CACHE_SIZE", "FULL_WILDCARD", "MAX_SUBJECT_LENGTH", "SINGLE_WILDCARD",
+    "DEFAULT_CACHE_SIZE", "FULL_WILDCARD", "MAX_SUBJECT_LENGTH", "ONE_TIME_PREFIX",
+    "SINGLE_WILDCARD",
     "InvalidSubject", "Match", "SubjectTable",
     "is_pattern", "matches", "validate_pattern", "validate_subject",
 ]
@@ -45,6 +46,8 @@ SINGLE_WILDCARD: Final = "*"
 FULL_WILDCARD: Final = ">"
 
 DEFAULT_CACHE_SIZE: Final = 10_000
+ONE_TIME_PREFIX: Final = "_INBOX."
+"""Subjects under this prefix are reply inboxes, each used once (as in NATS): never cached."""
 """Concrete subjects a :class:`SubjectTable` remembers before starting over."""
 
 _WHITESPACE: Final = re.compile(r"\s")
@@ -333,6 +336,8 @@ class SubjectTable(Generic[T]):
             return entry[1]
         tokens = _split(subject, "subject", wildcards=False)
         result = self._scan(tokens)
+        if subject.startswith(ONE_TIME_PREFIX):
+            return result  # a reply subject is used once: caching it would only evict others
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
         self._cache[subject] = (tokens, result)

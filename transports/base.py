@@ -47,7 +47,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from synaptic_mesh.runtime.errors import TransportClosed
 
@@ -62,6 +62,8 @@ NO_RESPONDERS: tuple[Frame, ...] = ()
 """The frames of a "no responders" status published on a request's reply_to."""
 
 Delivery = Literal["at-most-once", "at-least-once"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -103,15 +105,35 @@ class Subscription(abc.ABC):
         """Stop deliveries to this subscription's handler."""
 
 
+def eager_handler(fn: F) -> F:
+    """Mark a handler coroutine function as safe to start outside a task.
+
+    A transport may then run its first step straight from the callback that
+    received the message and create a task only if it has to wait (see
+    ``runtime/eager.py``). The handler must not need a current task before
+    its first ``await`` (no ``asyncio.timeout``, no AnyIO cancel scope).
+    Works on plain functions, methods (through their bound method) and
+    ``functools.partial`` objects over them.
+    """
+    fn.eager_delivery = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_eager(handler: Handler) -> bool:
+    """Whether ``handler`` was marked with :func:`eager_handler`."""
+    return getattr(getattr(handler, "func", handler), "eager_delivery", False) is True
+
+
 class HandlerSubscription(Subscription):
     """A subscription whose messages go to a handler in this process.
 
     Kept by the transport that made it (in process or over links alike):
     ``unsubscribe`` marks it inactive, so a delivery already picked skips it,
-    and asks the owner to ``_forget`` it.
+    and asks the owner to ``_forget`` it. ``eager``: the handler may be started
+    outside a task (:func:`eager_handler`).
     """
 
-    __slots__ = ("_owner", "active", "handler", "pattern", "queue")
+    __slots__ = ("_owner", "active", "eager", "handler", "pattern", "queue")
 
     def __init__(self, owner: Any, pattern: str, handler: Handler, queue: str | None) -> None:
         self._owner = owner
@@ -119,6 +141,7 @@ class HandlerSubscription(Subscription):
         self.handler = handler
         self.queue = queue
         self.active = True
+        self.eager = is_eager(handler)
 
     async def unsubscribe(self) -> None:
         if self.active:
@@ -262,6 +285,18 @@ class Link(abc.ABC):
     @abc.abstractmethod
     def send_nowait(self, frames: Sequence[Buffer]) -> None:
         """Send one small message without waiting; raises :class:`LinkClosed` when closed."""
+
+    def set_receiver(self, receiver: Callable[[list[Buffer]], None]) -> bool:
+        """Optionally push messages instead of queueing them for ``recv``.
+
+        A link that can call ``receiver(frames)`` for each complete message
+        from the callback that completed it (saving the reader a task wake-up
+        per message) does so from now on, after first handing over what was
+        already queued, and returns True; ``recv`` then only raises once the
+        link has closed. The default returns False: the router keeps calling
+        ``recv``.
+        """
+        return False
 
     @abc.abstractmethod
     async def recv(self) -> list[Buffer]:

@@ -143,6 +143,7 @@ class ShmLink(StreamLink):
             if transport is None:
                 self._done_with_segments()
             return
+        self._uncork()
         self._set_closed("closed by this node")
         transport.write_eof()
         self._linger = self._loop.call_later(LINGER, transport.abort)
@@ -212,7 +213,7 @@ class ShmLink(StreamLink):
 
     # -- receiving ------------------------------------------------------------------------
 
-    def _frame_done(self) -> None:
+    def _take(self, message: list[Buffer]) -> None:
         """A message is complete (a protocol callback): handle link-level messages here.
 
         Mapping segments in the callback, not in ``recv``, matters at close:
@@ -220,14 +221,12 @@ class ShmLink(StreamLink):
         segment it references is mapped before this side closes its socket,
         which is what the sender waits for before it unlinks (see ``close``).
         """
-        queued = len(self._messages)
-        super()._frame_done()
-        if len(self._messages) == queued or self._messages[-1][0][:1] != _MARK:
+        if message[0][:1] != _MARK:
+            super()._take(message)
             return
-        frames = self._messages.pop()  # a waiter woken for it finds nothing and waits on
-        mapped = self._control(frames)
+        mapped = self._control(message)
         if mapped is not None:
-            self._messages.append(mapped)
+            super()._take(mapped)
 
     def _control(self, frames: list[Buffer]) -> list[Buffer] | None:
         """Handle a link-level message: the mapped frames of a SHM, ``None`` for RELEASE

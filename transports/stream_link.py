@@ -53,6 +53,9 @@ SCRATCH = 256 * 1024
 BIG_FRAME = 64 * 1024
 RECV_QUEUE = 256
 CONTROL_BACKLOG = 1024 * 1024
+CORK_BYTES = 64 * 1024
+"""Small messages written in one turn of the event loop are gathered up to this
+many bytes and handed to the socket together (see ``StreamLink._write``)."""
 
 
 class StreamLink(Link, asyncio.BufferedProtocol):
@@ -76,6 +79,11 @@ class StreamLink(Link, asyncio.BufferedProtocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._control_backlog = 0
+        self._loop = asyncio.get_running_loop()
+        self._corked: list[Buffer] = []
+        self._corked_bytes = 0
+        self._uncork_scheduled = False
+        self._receiver: Callable[[list[Buffer]], None] | None = None
         # parser state
         self._buf = bytearray(SCRATCH)
         self._start = 0
@@ -105,15 +113,20 @@ class StreamLink(Link, asyncio.BufferedProtocol):
 
     def write_buffer_size(self) -> int:
         """Bytes waiting in this process to be written to the socket."""
-        return 0 if self._transport is None else self._transport.get_write_buffer_size()
+        waiting = self._corked_bytes
+        return (
+            waiting
+            if self._transport is None
+            else waiting + self._transport.get_write_buffer_size()
+        )
 
     async def send(self, frames: Sequence[Buffer]) -> None:
-        pieces, _ = encode_message(frames, self.limits)
+        pieces, size = encode_message(frames, self.limits)
         while self._write_paused and not self._closed:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
-        self._write(pieces)
+        self._write(pieces, size)
 
     def send_nowait(self, frames: Sequence[Buffer]) -> None:
         pieces, size = encode_message(frames, self.limits)
@@ -124,13 +137,65 @@ class StreamLink(Link, asyncio.BufferedProtocol):
                     f"peer stopped reading: {self.write_buffer_size()} bytes are waiting to be "
                     f"sent, among them {self._control_backlog} bytes of control messages"
                 )
-        self._write(pieces)
+        self._write(pieces, size)
 
-    def _write(self, pieces: list[Buffer]) -> None:
-        if self._closed or self._transport is None:
+    def _write(self, pieces: list[Buffer], size: int) -> None:
+        """Write one message; later small ones in the same loop turn are corked.
+
+        A socket write is a system call that costs more than encoding a small
+        message. The first message of a turn of the event loop goes to the
+        socket at once (a lone ask or reply gains no latency); the small
+        messages that follow it in the same turn (a burst of tells, a batch
+        of replies) are gathered and written together when the turn ends, or
+        as soon as ``CORK_BYTES`` have gathered. A large message is written at
+        once after what was gathered, without being joined (no copy).
+        """
+        transport = self._transport
+        if self._closed or transport is None:
             raise self._closed_error()
-        for piece in pieces:
-            self._transport.write(piece)
+        if not self._uncork_scheduled:  # first write of this turn: through, and mark the turn
+            self._uncork_scheduled = True
+            self._loop.call_soon(self._uncork)
+            for piece in pieces:
+                transport.write(piece)
+            return
+        if size >= CORK_BYTES:
+            self._uncork()
+            self._uncork_scheduled = True
+            for piece in pieces:
+                transport.write(piece)
+            return
+        self._corked.extend(pieces)
+        self._corked_bytes += size
+        if self._corked_bytes >= CORK_BYTES:
+            self._uncork()
+            self._uncork_scheduled = True
+
+    def _uncork(self) -> None:
+        """Hand what ``_write`` gathered to the socket, as one buffer; the turn is over."""
+        self._uncork_scheduled = False
+        corked = self._corked
+        if not corked:
+            return
+        data = corked[0] if len(corked) == 1 else b"".join(corked)
+        self._corked = []
+        self._corked_bytes = 0
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def set_receiver(self, receiver: Callable[[list[Buffer]], None]) -> bool:
+        """Hand every complete message to ``receiver`` from the protocol callback.
+
+        Messages already queued for ``recv`` go first, in order. From then on
+        ``recv`` only reports the link's end (it raises once the link closes).
+        """
+        while self._messages and not self._closed:
+            receiver(self._messages.popleft())
+        self._receiver = receiver
+        if self._reading_paused and self._transport is not None and not self._closed:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return True
 
     async def recv(self) -> list[Buffer]:
         while not self._messages:
@@ -150,12 +215,15 @@ class StreamLink(Link, asyncio.BufferedProtocol):
 
     def close(self) -> None:
         if not self._closed:
+            self._uncork()
             self._set_closed("closed by this node")
             if self._transport is not None:
                 self._transport.close()
 
     def abort(self, reason: str) -> None:
         if not self._closed:
+            self._corked.clear()
+            self._corked_bytes = 0
             self._set_closed(reason)
             if self._transport is not None:
                 self._transport.abort()
@@ -356,6 +424,14 @@ class StreamLink(Link, asyncio.BufferedProtocol):
         message, self._frames = self._frames, []
         self._state = 1
         self._in_message = False
+        self._take(message)
+
+    def _take(self, message: list[Buffer]) -> None:
+        """A complete message: to the receiver when one is set, else queued for ``recv``."""
+        receiver = self._receiver
+        if receiver is not None:
+            receiver(message)
+            return
         self._messages.append(message)
         if self._recv_waiter is not None and not self._recv_waiter.done():
             self._recv_waiter.set_result(None)

@@ -355,16 +355,16 @@ def test_clear() -> None:
 def test_invalidation_drops_only_matching_cache_entries() -> None:
     table: SubjectTable[str] = SubjectTable()
     table.add("core.*", "core")
-    subjects = ["core.claude", "core.gemini", "tot.b1.x", "tot.b2.x", "_INBOX.n1.1", "other"]
+    subjects = ["core.claude", "core.gemini", "tot.b1.x", "tot.b2.x", "reply.n1.1", "other"]
     for subject in subjects:
         table.match(subject)
     assert set(table._cache) == set(subjects)
 
     table.add("tot.*.x", "explorer")  # wildcard: drops exactly the tot.* entries
-    assert set(table._cache) == {"core.claude", "core.gemini", "_INBOX.n1.1", "other"}
+    assert set(table._cache) == {"core.claude", "core.gemini", "reply.n1.1", "other"}
     assert table.match("tot.b1.x").plain == ("explorer",)
 
-    table.add("_INBOX.n1.1", "reply")  # literal: drops exactly that entry
+    table.add("reply.n1.1", "reply")  # literal: drops exactly that entry
     assert set(table._cache) == {"core.claude", "core.gemini", "other", "tot.b1.x"}
 
     table.remove("core.*", "core")
@@ -376,6 +376,16 @@ def test_invalidation_drops_only_matching_cache_entries() -> None:
 
     table.add(">", "everything")
     assert table._cache == {}
+
+
+def test_reply_inboxes_resolve_but_are_never_cached() -> None:
+    table: SubjectTable[str] = SubjectTable()
+    table.add("_INBOX.n1.>", "inbox")
+    table.add("core.claude", "claude")
+    table.match("core.claude")
+    for corr in range(100):
+        assert table.match(f"_INBOX.n1.{corr}").plain == ("inbox",)
+    assert set(table._cache) == {"core.claude"}, "used-once reply subjects stay out of the cache"
 
 
 def test_cache_is_bounded() -> None:

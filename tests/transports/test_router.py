@@ -303,6 +303,12 @@ async def test_tree_interest_vanishes_with_a_leaf_and_returns_when_it_rejoins() 
             return ("photogrammetry.mesher", "photogrammetry.mesher") in keys
 
         await until(lambda: not known_at_root(), what="interest withdrawn up the tree")
+
+        def known_at_l2() -> bool:
+            keys = l2.transport.peer_interest(_b2.transport.id)
+            return any(pattern == "photogrammetry.mesher" for pattern, _ in keys)
+
+        await until(lambda: not known_at_l2(), what="and down to the other leaves")
         with pytest.raises(NoResponders):
             await l2.ask("photogrammetry.mesher", Job(2), timeout=5)
         async with node_chain(f"tcp://?role=leaf&parent={b1.transport.address}") as [again]:
