@@ -1,11 +1,16 @@
 """The life of each link inside a :class:`~synaptic_mesh.runtime.router.RoutedTransport`.
 
-Per link the router runs two tasks: a *reader* that handles every control
-message the moment it arrives (so PING, CREDIT, SUB and FLUSH never wait
-behind data) and queues MSGs, and a *delivery* task that routes queued MSGs
-in order and returns credit. One heartbeat task serves all links, and one
-dialer task per configured address keeps that link up, redialling with
-exponential backoff and jitter after a failure.
+Per link the router handles every control message the moment it arrives (so
+PING, CREDIT, SUB and FLUSH never wait behind data). A link that can push
+(``Link.set_receiver``, as stream links do) hands each message over from its
+protocol callback; for the others a *reader* task calls ``recv``. A MSG for
+one actor of this node is delivered right there when nothing else of the link
+is in progress (see ``runtime/eager.py``); anything that must wait, and every
+MSG that arrives meanwhile, goes to a *delivery* task that routes them in
+order and returns credit, and ends when the link's queue is empty. One
+heartbeat task serves all links, and one dialer task per configured address
+keeps that link up, redialling with exponential backoff and jitter after a
+failure.
 
 Link life: HELLO out; the peer's HELLO in (within the heartbeat window,
 else the link is dropped); the interest snapshot and FLUSH(0) out; *synced*
