@@ -18,6 +18,11 @@ A deployment is data, not code, so that moving agents from ``inproc://`` to
     [actor.kwargs]                  # optional keyword arguments
     model = "gemini-pro"
 
+A node may sit on several transports at once (a hybrid deployment): the
+``[node] transport`` is then the default route, ``[[route]]`` tables send
+chosen subjects (or only large messages) over other transports and
+``[[bridge]]`` tables join two meshes; see :mod:`synaptic_mesh.runtime.toml_routes`.
+
 Loading is strict, as a compiler is: every problem raises one
 :class:`DeploymentError` whose message names the file and the table and key
 at fault, and unknown keys are rejected (with the allowed ones listed) so a
@@ -42,6 +47,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from synaptic_mesh.actors.actor import AgentActor
 from synaptic_mesh.runtime.errors import DeploymentError, UnknownTransport
+from synaptic_mesh.runtime.hybrid import Bridge, HybridTransport, Route
+from synaptic_mesh.runtime.toml_routes import parse_bridges, parse_routes
 from synaptic_mesh.runtime.toml_tables import (
     ActorSpec,
     check_keys,
@@ -60,6 +67,7 @@ from synaptic_mesh.supervisors.toml_tree import (
 
 if TYPE_CHECKING:
     from synaptic_mesh.runtime.node import Node
+    from synaptic_mesh.transports.base import Transport
 
 log = logging.getLogger("synaptic_mesh.deployment")
 
@@ -71,7 +79,7 @@ UNTIL_MODES: Final = ("idle", "stopped")
 DEFAULT_TRANSPORT: Final = "inproc://"
 STOPPED_POLL_INTERVAL: Final = 0.05
 
-TOP_KEYS: Final = ("actor", "node", "supervisor")
+TOP_KEYS: Final = ("actor", "bridge", "node", "route", "supervisor")
 NODE_KEYS: Final = ("name", "transport", "until")
 
 
@@ -85,6 +93,8 @@ class Deployment:
     until: Until
     actors: tuple[ActorSpec, ...]
     supervisors: tuple[SupervisorTable, ...] = ()
+    routes: tuple[Route, ...] = ()
+    bridges: tuple[Bridge, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -129,7 +139,9 @@ def parse_deployment(text: str, path: str | Path = "<string>") -> Deployment:
     if name is not None:
         _check_name(file, name)
     transport = optional(file, "[node]", node, "transport", str) or DEFAULT_TRANSPORT
-    _check_transport(file, transport)
+    _check_transport(file, "[node] transport", transport)
+    routes = parse_routes(file, data.get("route"), _check_transport)
+    bridges = parse_bridges(file, data.get("bridge"), _check_transport)
     until = optional(file, "[node]", node, "until", str) or "stopped"
     if until not in UNTIL_MODES:
         raise DeploymentError(
@@ -137,7 +149,16 @@ def parse_deployment(text: str, path: str | Path = "<string>") -> Deployment:
         )
     actors = _parse_actors(file, data.get("actor"), needed=not supervisors)
     _check_unique_subjects(file, actors, supervisors)
-    return Deployment(file, name, transport, until, actors, supervisors)  # type: ignore[arg-type]
+    return Deployment(
+        file,
+        name,
+        transport,
+        until,  # type: ignore[arg-type]
+        actors,
+        supervisors,
+        routes,
+        bridges,
+    )
 
 
 def _check_unique_subjects(
@@ -187,14 +208,14 @@ def _check_name(file: Path, name: str) -> None:
         )
 
 
-def _check_transport(file: Path, url: str) -> None:
+def _check_transport(file: Path, where: str, url: str) -> None:
     """Fail at load time, not at start, for a scheme nobody registered."""
     known = ", ".join(available_schemes()) or "none"
     try:
         scheme = scheme_of(url)
     except UnknownTransport:
         raise DeploymentError(
-            f"{file}: [node] transport = {url!r} has no scheme; write it like 'inproc://' "
+            f"{file}: {where} = {url!r} has no scheme; write it like 'inproc://' "
             f"(known schemes: {known})"
         ) from None
     try:
@@ -202,10 +223,17 @@ def _check_transport(file: Path, url: str) -> None:
     except UnknownTransport as exc:
         if scheme not in available_schemes():
             raise DeploymentError(
-                f"{file}: [node] transport = {url!r}: unknown transport scheme {scheme!r}; "
+                f"{file}: {where} = {url!r}: unknown transport scheme {scheme!r}; "
                 f"known schemes: {known}"
             ) from None
-        raise DeploymentError(f"{file}: [node] transport = {url!r}: {exc}") from None
+        raise DeploymentError(f"{file}: {where} = {url!r}: {exc}") from None
+
+
+def node_transport(dep: Deployment) -> str | Transport:
+    """What ``Node(transport=...)`` gets: the URL, or a hybrid of it, the routes and bridges."""
+    if not dep.routes and not dep.bridges:
+        return dep.transport
+    return HybridTransport(dep.transport, dep.routes, dep.bridges)
 
 
 # -- classes -----------------------------------------------------------------------
@@ -296,7 +324,7 @@ async def run_deployment(
     """Run ``dep`` on a new node and return an exit code.
 
     Imports every class first (so a typo fails before anything starts), opens
-    ``Node(transport=dep.transport, name=dep.name)``, calls ``on_node(node)``
+    ``Node(transport=node_transport(dep), name=dep.name)``, calls ``on_node(node)``
     (sync or async; a place for taps, dashboards and tests), spawns the actors
     in file order (each ``on_start`` finishes before the next actor is
     spawned, so list servers before the actors that ask them), then waits
@@ -314,7 +342,7 @@ async def run_deployment(
     trees = build_trees(dep.supervisors, lambda path: load_class(path, dep.base_dir))
     from synaptic_mesh.runtime.node import Node  # the node pulls in the codec and transports
 
-    node = Node(transport=dep.transport, name=dep.name)
+    node = Node(transport=node_transport(dep), name=dep.name)
     try:
         await node.start()
         if on_node is not None:

@@ -116,6 +116,7 @@ class Node(NodeSupervision, NodeInbound):
         self._spawning = 0
         self._state = "new"
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handoffs: set[asyncio.Task[None]] = set()  # see _spawn_task
         self._outbox = _make_outbox(self, outbox_capacity)
         self._monitors = Monitors()
         self._deadlines = Deadlines()
@@ -690,9 +691,28 @@ class Node(NodeSupervision, NodeInbound):
         self.dead_letter(f"handler raised {type(error).__name__}: {error}", cell.subject, message)
 
     def _spawn_task(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn()`` in the node's task group.
+
+        Called from a callback (a delivery a link transport started eagerly,
+        see ``runtime/eager.py``) there is no current task, which AnyIO needs:
+        a small asyncio task hands ``fn`` to the task group instead.
+        """
         if self._tg is None:
             raise TransportClosed(f"node {self.name} is not running")
+        if asyncio.current_task() is None:
+            handoff = asyncio.get_running_loop().create_task(self._spawn_from_task(fn))
+            self._handoffs.add(handoff)
+            handoff.add_done_callback(self._handoffs.discard)
+            return
         self._tg.start_soon(fn)
+
+    async def _spawn_from_task(self, fn: Callable[[], Awaitable[None]]) -> None:
+        try:
+            if self._tg is None:
+                raise RuntimeError("the task group is gone")
+            self._tg.start_soon(fn)
+        except RuntimeError as exc:
+            log.warning("node %s closed before %r could start: %s", self.name, fn, exc)
 
     def _outbox_failed(
         self, item: tuple[str, Sequence[Frame], str | None], exc: BaseException

@@ -200,7 +200,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         '[[actors]]\nclass = "a:B"\nsubject = "s"\n',
         "the top level",
         "'actors' (did you mean 'actor'?)",
-        "allowed keys: actor, node, supervisor",
+        "allowed keys: actor, bridge, node, route, supervisor",
     )
 
 

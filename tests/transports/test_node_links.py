@@ -62,3 +62,24 @@ async def test_bad_input_from_a_foreign_peer_is_a_dead_letter() -> None:
         assert letter.subject == "_mesh.link"
         raw.close()
         await asyncio.sleep(0)
+
+
+async def test_an_undecodable_envelope_from_a_peer_is_dead_lettered_and_published() -> None:
+    """The node receives it in a link's callback (no task): the dead letter must still go out."""
+    from synaptic_mesh.transports.tcp import TcpTransport
+    from tests.transports.peer_process import Echo
+    from tests.transports.util import FAST, Collector
+
+    async with Node("tcp://127.0.0.1:0", name="home") as node:
+        await node.spawn(Echo, "svc.echo")
+        peer = TcpTransport(f"tcp://127.0.0.1:0?peers={node.transport.address}", **FAST)  # type: ignore[attr-defined]
+        await peer.start()
+        try:
+            dead = Collector()
+            await peer.subscribe("_mesh.dead", dead)
+            await peer.publish("svc.echo", [b"\xc1 not msgpack"])
+            await until(lambda: bool(dead.got), what="the dead letter published on _mesh.dead")
+            assert node.stats.decode_errors == 1
+            assert await node.ask("svc.echo", Job(1), timeout=3) == Done(1, "")
+        finally:
+            await peer.close()
