@@ -36,7 +36,9 @@ Rules:
   again nor delivered twice to this node's own subscribers.
 
 Capabilities are what every member promises (the weakest ordering and
-delivery, the smallest ``max_message``); ``native`` is empty.
+delivery); ``max_message`` is the largest any member takes, since a route
+may send a message the default transport could not carry (each member still
+refuses what is too big for it); ``native`` is empty.
 """
 
 from __future__ import annotations
@@ -395,7 +397,7 @@ def _combined(caps: list[Capabilities]) -> Capabilities:
         replay=all(c.replay for c in caps),
         cross_host=any(c.cross_host for c in caps),
         zero_copy=all(c.zero_copy for c in caps),
-        max_message=min(c.max_message for c in caps),
+        max_message=max(c.max_message for c in caps),  # each member enforces its own
         native=frozenset(),
         by_reference=False,
         knows_interest=all(c.knows_interest for c in caps),

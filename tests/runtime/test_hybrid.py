@@ -157,7 +157,7 @@ async def test_hybrid_capabilities_are_what_every_member_promises() -> None:
         hybrid = HybridTransport("tcp://127.0.0.1:0", [Route(("a.>",), f"shm://{path}")])
         caps = hybrid.capabilities
         members = list(hybrid.members.values())
-        assert caps.max_message == min(m.capabilities.max_message for m in members)
+        assert caps.max_message == max(m.capabilities.max_message for m in members)
         assert caps.zero_copy is False  # tcp copies
         assert caps.native == frozenset() and caps.by_reference is False
         assert caps.knows_interest is True
