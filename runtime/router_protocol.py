@@ -141,6 +141,17 @@ def decode_header(frames: Sequence[Buffer]) -> list[Any]:
     if not isinstance(items, list) or not items or type(items[0]) is not int:
         raise RouterProtocolError(f"header must be an array starting with an op code: {items!r}")
     op = items[0]
+    if op == MSG and len(items) == 5 and not items[3]:  # the common MSG, checked inline
+        subject, reply_to, hops = items[1], items[2], items[4]
+        if (
+            type(subject) is str
+            and 0 < len(subject) <= 1024
+            and (reply_to is None or (type(reply_to) is str and 0 < len(reply_to) <= 1024))
+            and type(items[3]) is list
+            and type(hops) is int
+            and hops >= 0
+        ):
+            return items
     arity = _ARITY.get(op)
     if arity is None:
         raise RouterProtocolError(f"unknown router operation {op}")

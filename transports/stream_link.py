@@ -48,6 +48,8 @@ __all__ = ["PREAMBLE", "LinkLimits", "StreamLink", "StreamListener", "encode_mes
 log = logging.getLogger("synaptic_mesh.link")
 
 _U32 = struct.Struct(">I")
+_LENGTHS = [f">{n}I" for n in range(9)]
+"""Formats of 0 to 8 frame lengths, for the whole-message fast path."""
 SCRATCH = 256 * 1024
 """Size of the reusable receive buffer; frames at least ``BIG_FRAME`` bytes bypass it."""
 BIG_FRAME = 64 * 1024
@@ -350,6 +352,10 @@ class StreamLink(Link, asyncio.BufferedProtocol):
         while True:
             avail = self._end - self._start
             state = self._state
+            if state == 1 and avail >= 8 and self._whole_message(buf, avail):
+                if self._closed:
+                    return
+                continue
             if state == 3:
                 length = self._lengths[len(self._frames)]
                 if avail >= length:
@@ -417,6 +423,31 @@ class StreamLink(Link, asyncio.BufferedProtocol):
                     return
                 self._lengths = lengths
                 self._state = 3
+
+    def _whole_message(self, buf: bytearray, avail: int) -> bool:
+        """Take a message that lies complete in the buffer in one step (the common case
+        for small messages); False leaves it to the state machine, which checks and
+        reports everything."""
+        start = self._start
+        (count,) = _U32.unpack_from(buf, start)
+        head = 4 + 4 * count
+        limits = self.limits
+        if not 1 <= count <= 8 or count > limits.max_frames or avail < head:
+            return False
+        lengths = struct.unpack_from(_LENGTHS[count], buf, start + 4)
+        total, biggest = sum(lengths), max(lengths)
+        if avail < head + total or biggest >= BIG_FRAME or biggest > limits.max_frame:
+            return False
+        if total > limits.max_message:
+            return False
+        frames: list[Buffer] = []
+        pos = start + head
+        for length in lengths:
+            frames.append(bytes(buf[pos : pos + length]))
+            pos += length
+        self._start = pos
+        self._take(frames)
+        return True
 
     def _frame_done(self) -> None:
         if len(self._frames) < self._count:
