@@ -46,7 +46,6 @@ A subclass provides ``connector`` (a :class:`LinkConnector`) and settings.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import random
@@ -223,8 +222,11 @@ class RoutedTransport(LinkService, Transport):
         failed = await self._route(subject, frames, reply_to, None, None, 0)
         if failed is None and reply_to is not None and frames:
             if self._unsynced:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._all_synced.wait(), self.settings.flush_timeout)
+                # asyncio.wait, not wait_for: this may run in a delivery started outside a task
+                synced = asyncio.ensure_future(self._all_synced.wait())
+                done, _ = await asyncio.wait({synced}, timeout=self.settings.flush_timeout)
+                if not done:
+                    synced.cancel()
                 failed = await self._route(subject, frames, reply_to, None, None, 0)
             if failed is None:
                 await self._route(reply_to, NO_RESPONDERS, None, None, None, 0)

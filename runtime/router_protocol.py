@@ -141,13 +141,17 @@ def decode_header(frames: Sequence[Buffer]) -> list[Any]:
     if not isinstance(items, list) or not items or type(items[0]) is not int:
         raise RouterProtocolError(f"header must be an array starting with an op code: {items!r}")
     op = items[0]
-    if op == MSG and len(items) == 5 and not items[3]:  # the common MSG, checked inline
-        subject, reply_to, hops = items[1], items[2], items[4]
+    if op == MSG and len(items) == 5:  # the common MSG (no queue group or one), checked inline
+        subject, reply_to, queues, hops = items[1], items[2], items[3], items[4]
         if (
             type(subject) is str
             and 0 < len(subject) <= 1024
             and (reply_to is None or (type(reply_to) is str and 0 < len(reply_to) <= 1024))
-            and type(items[3]) is list
+            and type(queues) is list
+            and (
+                not queues
+                or (len(queues) == 1 and type(queues[0]) is str and 0 < len(queues[0]) <= 1024)
+            )
             and type(hops) is int
             and hops >= 0
         ):

@@ -55,24 +55,41 @@ def _as_buffer(frame: Buffer) -> memoryview | bytes:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
+_PREFIXES = [struct.Struct(f">{n + 1}I") for n in range(9)]
+"""The count-and-lengths prefix of messages of 0 to 8 frames, compiled once."""
+
+
 def encode_message(frames: Sequence[Buffer], limits: LinkLimits) -> tuple[list[Buffer], int]:
     """The byte pieces of one message on the wire and its payload size.
 
     Raises ``ValueError`` when the message breaks ``limits`` (a sender bug:
     the peer would refuse it and close the link).
     """
-    views = [_as_buffer(f) for f in frames]
-    lengths = [len(v) if type(v) is bytes else v.nbytes for v in views]
-    n = len(views)
+    n = len(frames)
     if not 1 <= n <= limits.max_frames:
         raise ValueError(f"a message has 1 to {limits.max_frames} frames, got {n}")
+    views: list[Buffer] = []
+    lengths: list[int] = []
+    for frame in frames:
+        if type(frame) is bytes:
+            views.append(frame)
+            lengths.append(len(frame))
+        else:
+            view = _as_buffer(frame)
+            views.append(view)
+            lengths.append(view.nbytes if type(view) is memoryview else len(view))
     total = sum(lengths)
     if total > limits.max_message or max(lengths) > limits.max_frame:
         raise ValueError(
             f"message of {total} bytes (largest frame {max(lengths)}) exceeds the link's "
             f"max_message {limits.max_message} / max_frame {limits.max_frame}"
         )
-    prefix = struct.pack(f">{n + 1}I", n, *lengths)
+    if n < len(_PREFIXES):
+        prefix = _PREFIXES[n].pack(n, *lengths)
+    else:
+        prefix = struct.pack(f">{n + 1}I", n, *lengths)
     if total < JOIN_BELOW:
-        return [b"".join([prefix, *views])], total
-    return [prefix, *views], total
+        views.insert(0, prefix)
+        return [b"".join(views)], total
+    views.insert(0, prefix)
+    return views, total
