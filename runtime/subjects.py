@@ -47,7 +47,9 @@ FULL_WILDCARD: Final = ">"
 
 DEFAULT_CACHE_SIZE: Final = 10_000
 ONE_TIME_PREFIX: Final = "_INBOX."
-"""Subjects under this prefix are reply inboxes, each used once (as in NATS): never cached."""
+"""Subjects under this prefix are reply inboxes, each serving one ask or survey (as in
+NATS): they get a small cache of their own instead of the main one."""
+ONE_TIME_CACHE_SIZE: Final = 256
 """Concrete subjects a :class:`SubjectTable` remembers before starting over."""
 
 _WHITESPACE: Final = re.compile(r"\s")
@@ -248,6 +250,8 @@ class SubjectTable(Generic[T]):
         self._members: dict[str, int] = {}  # queue name -> subscriptions in that group
         # subject -> (its tokens, for invalidation without re-splitting; its Match)
         self._cache: dict[str, tuple[tuple[str, ...], Match[T]]] = {}
+        # reply subjects (ONE_TIME_PREFIX): a small cache of their own, emptied by any change
+        self._once: dict[str, Match[T]] = {}
         self._turns: dict[str, int] = {}  # queue name -> messages picked so far
 
     def __len__(self) -> int:
@@ -261,6 +265,7 @@ class SubjectTable(Generic[T]):
         that is empty or holds whitespace (NATS rejects those too).
         """
         tokens = _split(pattern, "pattern", wildcards=True)
+        self._once.clear()
         if queue is not None and (not queue or _WHITESPACE.search(queue)):
             raise InvalidSubject(
                 queue, f"queue name {queue!r} must be non-empty without whitespace"
@@ -298,6 +303,7 @@ class SubjectTable(Generic[T]):
                 break
         else:
             return False
+        self._once.clear()
         if held is not None:
             held.remove(sub)
             if not held:
@@ -323,6 +329,7 @@ class SubjectTable(Generic[T]):
         self._count = 0
         self._members.clear()
         self._cache.clear()
+        self._once.clear()
         self._turns.clear()
 
     def match(self, subject: str) -> Match[T]:
@@ -334,10 +341,18 @@ class SubjectTable(Generic[T]):
         entry = self._cache.get(subject)
         if entry is not None:
             return entry[1]
+        once = self._once.get(subject)
+        if once is not None:
+            return once
         tokens = _split(subject, "subject", wildcards=False)
         result = self._scan(tokens)
         if subject.startswith(ONE_TIME_PREFIX):
-            return result  # a reply subject is used once: caching it would only evict others
+            # a reply subject serves one ask (or one survey's votes): kept apart, so that the
+            # stream of them never evicts the subjects that repeat
+            if len(self._once) >= ONE_TIME_CACHE_SIZE:
+                self._once.clear()
+            self._once[subject] = result
+            return result
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
         self._cache[subject] = (tokens, result)

@@ -378,7 +378,7 @@ def test_invalidation_drops_only_matching_cache_entries() -> None:
     assert table._cache == {}
 
 
-def test_reply_inboxes_resolve_but_are_never_cached() -> None:
+def test_reply_inboxes_resolve_apart_from_the_main_cache() -> None:
     table: SubjectTable[str] = SubjectTable()
     table.add("_INBOX.n1.>", "inbox")
     table.add("core.claude", "claude")
@@ -386,6 +386,10 @@ def test_reply_inboxes_resolve_but_are_never_cached() -> None:
     for corr in range(100):
         assert table.match(f"_INBOX.n1.{corr}").plain == ("inbox",)
     assert set(table._cache) == {"core.claude"}, "used-once reply subjects stay out of the cache"
+    first = table.match("_INBOX.n1.survey")
+    assert table.match("_INBOX.n1.survey") is first, "a survey's votes share one resolution"
+    table.add("_INBOX.n1.survey", "collector")  # any change forgets reply subjects
+    assert table.match("_INBOX.n1.survey").plain == ("inbox", "collector")
 
 
 def test_cache_is_bounded() -> None:
