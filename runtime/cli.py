@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     transports = commands.add_parser("transports", help="list the available transport schemes")
     transports.set_defaults(handler=_transports)
 
+    proxy = commands.add_parser(
+        "proxy", help="run the XPUB-XSUB proxy of a zmq+pubsub:// mesh (until Ctrl-C)"
+    )
+    proxy.add_argument("url", metavar="URL", help="zmq+pubsub://HOST:PORT (XSUB PORT, XPUB PORT+1)")
+    proxy.set_defaults(handler=_proxy)
+
     # Listed for --help only: main() hands "bench ..." over before parsing.
     commands.add_parser("bench", help="measure latency and throughput (see 'bench --help')")
     return parser
@@ -175,6 +181,36 @@ async def _until_signalled(coro: Coroutine[Any, Any, int]) -> int:
             loop.remove_signal_handler(signum)
 
 
+# -- proxy ---------------------------------------------------------------------------
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    """Run a ``zmq+pubsub`` proxy in the foreground; Ctrl-C or SIGTERM stop it (status 0)."""
+    from synaptic_mesh.runtime.errors import MeshError
+    from synaptic_mesh.transports.zmq_proxy import Proxy, parse_proxy_url
+
+    try:
+        host, port = parse_proxy_url(args.url)
+        proxy = Proxy(host, port)
+        proxy.start()
+    except (ValueError, OSError) as exc:
+        raise MeshError(str(exc)) from None
+    print(f"proxy {proxy.address}: XSUB port {proxy.port}, XPUB port {proxy.port + 1}", flush=True)
+    stop = asyncio.Event()
+
+    async def wait() -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        return 0
+
+    try:
+        return asyncio.run(wait())
+    finally:
+        proxy.close()
+
+
 # -- transports, bench -------------------------------------------------------------
 
 
@@ -196,7 +232,7 @@ def _bench(argv: list[str]) -> int:
     from synaptic_mesh.runtime.errors import MeshError
 
     try:
-        from synaptic_mesh.bench.inproc import main as bench_main
+        from synaptic_mesh.bench.matrix import main as bench_main  # the comparison matrix
     except ImportError as exc:
         raise MeshError(f"the benchmark is not available: {exc}") from None
     return bench_main(argv)

@@ -82,6 +82,21 @@ class TransportClosed(MeshError):
     """The node or transport was closed, so the operation cannot go on."""
 
 
+class PublishRefused(MeshError):
+    """A transport refused a publish it could not deliver or buffer (the broker is away).
+
+    Raised, for example, by ``nats://`` while disconnected once its reconnect
+    buffer is full, or when a JetStream publish got no acknowledgement in time.
+    ``subject`` is where the message was going and ``reason`` why it was
+    refused; the transport counts it (``transport.stats.refused``).
+    """
+
+    def __init__(self, subject: str, reason: str) -> None:
+        super().__init__(f"publish on {subject!r} refused: {reason}")
+        self.subject = subject
+        self.reason = reason
+
+
 class UnknownTransport(MeshError):
     """No transport is registered for a URL's scheme."""
 

@@ -119,18 +119,24 @@ class NodeSupervision:
         cell = self._local.get(subject)
         if cell is not None and cell.started and not cell.done.is_set():
             return reference
-        if not self._remote_peers(subject):
+        if self._remote_peers(subject) == []:
             self._deliver_down(subject, NOPROC)
         return reference
 
-    def _remote_peers(self, subject: str) -> list[str]:
+    def _remote_peers(self, subject: str) -> list[str] | None:
+        """Other nodes serving ``subject``; ``None`` when the transport cannot tell.
+
+        A broker transport (NATS, a ZeroMQ proxy) does not show who subscribes,
+        so a monitor of an actor elsewhere stays armed instead of reporting
+        ``noproc``; it fires for what this node sees (its own actors).
+        """
         peers_serving = getattr(self.transport, "peers_serving", None)
-        return peers_serving(subject) if peers_serving is not None else []
+        return peers_serving(subject) if peers_serving is not None else None
 
     def _peer_down(self, peer: str, reason: str) -> None:
         """A link transport lost a peer: watchers of what only it served get ``Down``."""
         for subject in self._monitors.targets():
-            if subject not in self._local and not self._remote_peers(subject):
+            if subject not in self._local and self._remote_peers(subject) == []:
                 self._deliver_down(subject, f"noconnection: node {peer} is down ({reason})")
 
     def _bad_frame(self, bad: Any) -> None:

@@ -101,6 +101,22 @@ class InprocTransport(Transport):
             if sub.active:
                 await sub.handler(subject, frames, reply_to)
 
+    def peers_serving(self, subject: str) -> list[str]:
+        """The other transports of this hub with a subscription matching ``subject``.
+
+        The hub sees every subscription, so a monitor of an actor on another
+        node of the same hub can tell "nobody is there" (``noproc``).
+        """
+        hub = self._hub
+        if hub is None:
+            return []
+        match = hub.table.match(subject)
+        owners = {sub._owner for sub in match.plain} | {
+            sub._owner for group in match.groups for sub in group
+        }
+        owners.discard(self)
+        return sorted(f"{owner.url}#{id(owner):x}" for owner in owners)
+
     # -- subscribe -------------------------------------------------------------
 
     async def subscribe(

@@ -60,11 +60,15 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def parse_url(url: str, options: dict[str, Any]) -> RouterSettings:
-    """Settings from a ``tcp://`` URL (see module docstring), ``options`` winning."""
+def parse_url(url: str, options: dict[str, Any], scheme: str = "tcp") -> RouterSettings:
+    """Settings from a ``tcp://`` URL (see module docstring), ``options`` winning.
+
+    Other host:port link transports (``zmq://``) share this format: they pass
+    their own ``scheme``.
+    """
     parts = urlsplit(url)
-    if parts.scheme != "tcp":
-        raise ValueError(f"not a tcp URL: {url!r}")
+    if parts.scheme != scheme:
+        raise ValueError(f"not a {scheme} URL: {url!r}")
     values: dict[str, Any] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         values["parent" if key == "root" else key] = value
@@ -75,7 +79,7 @@ def parse_url(url: str, options: dict[str, Any]) -> RouterSettings:
         except ValueError:
             raise ValueError(f"bad port in {url!r}") from None
         if port is None:
-            raise ValueError(f"{url!r} needs a port (tcp://host:port, port 0 for any free one)")
+            raise ValueError(f"{url!r} needs a port ({scheme}://host:port, 0 for any free one)")
         values["listen"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     values.update({"parent" if k == "root" else k: v for k, v in options.items()})
     for key in ("peers", "parent"):

@@ -220,9 +220,13 @@ async def test_spi_publish_subscribe_queue_and_unsubscribe(case: TransportCase) 
         await first.publish("spi.a", payload)
         await first.publish("spi.a", payload)
         await until(lambda: len(got) == 6)
+        await asyncio.sleep(0.05)  # a duplicate would have arrived by now
+        assert len(got) == 6
         assert [t for t, _ in got].count("plain") == 2
         assert [t for t, _ in got].count("echo") == 2
-        assert sorted(t for t, _ in got if t.startswith("q")) == ["q1", "q2"]
+        # each message reached exactly one member of the group; which one is the
+        # transport's choice (NATS picks at random), fairness is tested with more jobs
+        assert len([t for t, _ in got if t.startswith("q")]) == 2
         await plain.unsubscribe()
         await plain.unsubscribe()  # idempotent
         await asyncio.sleep(0.05)

@@ -195,8 +195,193 @@ class ShmCase(TransportCase):
                 await first.close()
 
 
+class NatsCase(TransportCase):
+    """``a`` here and ``b`` in another OS process on the NATS server at
+    ``$SYNAPTIC_MESH_NATS_URL`` (default ``nats://127.0.0.1:4222``).
+
+    The server is shared with other test runs, so each pair works under a
+    fresh random subject ``prefix``; a ``nats+js`` pair also gets its own
+    stream (named after the prefix), deleted afterwards.
+    """
+
+    name = scheme = "nats"
+    query = ""
+
+    def url(self) -> str:
+        import os
+
+        base = os.environ.get("SYNAPTIC_MESH_NATS_URL", "nats://127.0.0.1:4222")
+        host = base.split("://", 1)[1].split("?", 1)[0].rstrip("/")
+        prefix = f"conf{os.getpid()}x{next(_names)}x{os.urandom(3).hex()}"
+        return f"{self.scheme}://{host}?prefix={prefix}{self.query}"
+
+    def reachable(self, url: str) -> None:
+        import socket
+
+        from tests.conftest import skip_or_fail
+
+        host, _, port = url.split("://", 1)[1].split("?", 1)[0].split(",")[0].rpartition(":")
+        try:
+            socket.create_connection((host.rpartition("@")[2], int(port)), timeout=1).close()
+        except OSError as exc:
+            skip_or_fail(f"no NATS server at {url.split('?')[0]}: {exc}")
+
+    async def cleanup(self, url: str) -> None:
+        """Nothing to remove on core NATS (JetStream deletes its stream)."""
+
+    @asynccontextmanager
+    async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
+        from tests.conformance.remote_peer import RemotePeer
+
+        url = self.url()
+        self.reachable(url)
+        try:
+            async with Node(url, name="a") as a:
+                peer = RemotePeer(a, url, "b")
+                await peer.start()
+                try:
+                    yield a, peer
+                finally:
+                    await peer.close()
+                    await peer.kill()
+        finally:
+            await self.cleanup(url)
+
+    @asynccontextmanager
+    async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:
+        from synaptic_mesh.runtime.transport_lookup import open_transport
+
+        url = self.url()
+        self.reachable(url)
+        first, second = open_transport(url), open_transport(url)
+        try:
+            await first.start()
+            await second.start()
+            yield first, second
+        finally:
+            await second.close()
+            await first.close()
+            await self.cleanup(url)
+
+
+class NatsJsCase(NatsCase):
+    """``nats+js``: the actors' subjects (``core.>``) and the workers' (``jobs.>``) are durable."""
+
+    name = scheme = "nats+js"
+    query = "&durable=core.>,jobs.>&ack_wait=5"
+
+    async def cleanup(self, url: str) -> None:
+        from synaptic_mesh.transports.nats_js import NatsJsTransport
+
+        transport = NatsJsTransport(url)
+        await transport.start()
+        try:
+            await transport.delete_stream()
+        finally:
+            await transport.close()
+
+
+class ZmqCase(TransportCase):
+    """A ZeroMQ scheme: ``a`` listens (``zmq+pubsub``: runs the proxy, ``?proxy=1``) here;
+    ``b``, a node in another OS process, dials it (or joins the same proxy)."""
+
+    def __init__(self, scheme: str) -> None:
+        self.name = self.scheme = scheme
+
+    def urls(self, first: Any = None) -> str:
+        """The first node's URL, or the URL of a node joining ``first`` (a transport)."""
+        if self.scheme == "zmq+pubsub":
+            return f"zmq+pubsub://{first.address}" if first else "zmq+pubsub://127.0.0.1:0?proxy=1"
+        return f"{self.scheme}://127.0.0.1:0" + (f"?peers={first.address}" if first else "")
+
+    @asynccontextmanager
+    async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
+        from tests.conformance.remote_peer import RemotePeer
+
+        async with Node(self.urls(), name="a") as a:
+            peer = RemotePeer(a, self.urls(a.transport), "b")
+            await peer.start()
+            try:
+                yield a, peer
+            finally:
+                await peer.close()
+                await peer.kill()
+
+    @asynccontextmanager
+    async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:
+        from synaptic_mesh.runtime.transport_lookup import open_transport
+
+        first = open_transport(self.urls())
+        await first.start()
+        second = open_transport(self.urls(first))
+        try:
+            await second.start()
+            yield first, second
+        finally:
+            await second.close()
+            await first.close()
+
+
+class NngCase(TransportCase):
+    """``nng+tcp`` or ``nng+ipc``: ``a`` listens here; ``b``, a node in another OS process,
+    dials it. IPC sockets live in a fresh short directory (``/tmp/smesh-nng-*``), removed after."""
+
+    def __init__(self, scheme: str) -> None:
+        self.name = self.scheme = scheme
+
+    @asynccontextmanager
+    async def urls(self) -> AsyncIterator[tuple[str, str]]:
+        """``(a's URL, b's URL)``; ``{}`` in b's URL stands for a's address."""
+        if self.scheme == "nng+tcp":
+            yield "nng+tcp://127.0.0.1:0", "nng+tcp://127.0.0.1:0?peers={}"
+            return
+        import shutil
+        import tempfile
+
+        path = tempfile.mkdtemp(prefix="smesh-nng-", dir="/tmp")
+        try:
+            yield f"nng+ipc://{path}/a.sock", f"nng+ipc://{path}/b.sock?peers={{}}"
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    @asynccontextmanager
+    async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
+        from tests.conformance.remote_peer import RemotePeer
+
+        async with self.urls() as (first, second), Node(first, name="a") as a:
+            peer = RemotePeer(a, second.format(a.transport.address), "b")  # type: ignore[attr-defined]
+            await peer.start()
+            try:
+                yield a, peer
+            finally:
+                await peer.close()
+                await peer.kill()
+
+    @asynccontextmanager
+    async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:
+        from synaptic_mesh.runtime.transport_lookup import open_transport
+
+        async with self.urls() as (first_url, second_url):
+            first = open_transport(first_url)
+            await first.start()
+            second = open_transport(second_url.format(first.address))  # type: ignore[attr-defined]
+            try:
+                await second.start()
+                yield first, second
+            finally:
+                await second.close()
+                await first.close()
+
+
 CASES: list[TransportCase] = [
     InprocCase(),
     TcpCase(),
     ShmCase(),
+    ZmqCase("zmq"),
+    ZmqCase("zmq+pubsub"),
+    ZmqCase("zmq+pair"),
+    NatsCase(),
+    NatsJsCase(),
+    NngCase("nng+tcp"),
+    NngCase("nng+ipc"),
 ]

@@ -220,9 +220,9 @@ def test_usage_error_is_status_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bench_hands_over_every_argument(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    fake = types.ModuleType("synaptic_mesh.bench.inproc")
+    fake = types.ModuleType("synaptic_mesh.bench.matrix")
     fake.main = lambda argv: calls.append(argv) or 7  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "synaptic_mesh.bench.inproc", fake)
+    monkeypatch.setitem(sys.modules, "synaptic_mesh.bench.matrix", fake)
     assert cli.main(["bench", "--help", "-n", "5"]) == 7
     assert calls == [["--help", "-n", "5"]]
 
@@ -230,7 +230,7 @@ def test_bench_hands_over_every_argument(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_bench_missing_is_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "synaptic_mesh.bench.inproc", None)
+    monkeypatch.setitem(sys.modules, "synaptic_mesh.bench.matrix", None)
     assert cli.main(["bench"]) == 2
     assert capsys.readouterr().err.startswith(
         "synaptic-mesh: error: the benchmark is not available"

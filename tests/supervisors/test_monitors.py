@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from synaptic_mesh import AgentActor, Down, Node, Supervisor, child, message, on
 from tests.supervisors.kit import Child, Crash, Quit, settled, until
 
@@ -83,3 +85,15 @@ async def test_monitors_of_a_stopped_watcher_are_dropped() -> None:
         assert len(node._monitors) == 1
         await node.stop("core.watcher")
         assert len(node._monitors) == 0
+
+
+async def test_noproc_across_nodes_of_one_hub_only_when_nobody_serves() -> None:
+    downs: list[Down] = []
+    async with Node("inproc://monitor-hub", name="a") as a, Node("inproc://monitor-hub") as b:
+        await b.spawn(Child, "core.far")
+        watcher = await a.spawn(Watcher, "core.watcher", downs)
+        await watcher.ask(Watch("core.far"))
+        await watcher.ask(Watch("core.gone"))
+        await until(lambda: len(downs) == 1)
+        await asyncio.sleep(0.01)
+        assert downs == [Down("core.gone", "noproc")], "core.far lives on the other node"

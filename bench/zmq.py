@@ -1,0 +1,412 @@
+"""The ZeroMQ transports across two OS processes, next to raw pyzmq doing the same.
+
+For each scheme, in one run, interleaved round by round:
+
+* ``zmq://`` (ROUTER-DEALER links under the subject router) and ``zmq+pair://``
+  (the same links; its PAIR sockets serve hotlines only) against a raw
+  ``zmq.asyncio`` DEALER talking to a raw ROUTER in the far process;
+* ``zmq+pubsub://`` (through the XPUB-XSUB proxy, run by the far node) against
+  raw PUB/SUB sockets through the same proxy code in the far process;
+* a ``zmq+pair://`` hotline (its own PAIR sockets; measured from inside an
+  actor holding the line) against a raw PAIR socket talking to a raw PAIR.
+
+Measured: 64-byte round trips (a node's ``ask`` against an echo; raw: one
+message out, the echo back), p50 and p99; one-way throughput (``tell``s
+counted by the far side, then one round trip for the count). Targets: round
+trip p50 at most 1.3x the raw one, one-way at least 70% of raw. On pub-sub a
+subscriber that falls behind loses messages (at-most-once); one-way rates
+count what arrived and the loss is printed.
+
+Run ``python -m synaptic_mesh.bench.zmq --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from synaptic_mesh.actors.actor import AgentActor
+from synaptic_mesh.actors.handlers import on
+from synaptic_mesh.bench._links_clients import PAYLOAD, Far, MeshClient
+from synaptic_mesh.bench._links_peer import Ping, Report
+from synaptic_mesh.bench._stats import (
+    fmt_pct,
+    fmt_rate,
+    fmt_ratio,
+    fmt_us,
+    median,
+    percentile,
+    render_table,
+    spread,
+)
+from synaptic_mesh.runtime.messages import message
+from synaptic_mesh.runtime.node import Node
+
+ASKS = 5_000
+ONEWAY = 50_000
+REPEATS = 3
+PEERS = ("raw router", "zmq", "zmq+pair", "raw pubsub", "zmq+pubsub", "raw pair", "hotline")
+FLOOR = {
+    "zmq": "raw router",
+    "zmq+pair": "raw router",
+    "zmq+pubsub": "raw pubsub",
+    "hotline": "raw pair",
+}
+LABEL = {
+    "raw router": "raw pyzmq DEALER -> ROUTER (floor)",
+    "zmq": "zmq:// asks and tells (synaptic_mesh)",
+    "zmq+pair": "zmq+pair:// asks and tells (synaptic_mesh)",
+    "raw pubsub": "raw pyzmq PUB/SUB via proxy (floor)",
+    "zmq+pubsub": "zmq+pubsub:// asks and tells (synaptic_mesh)",
+    "raw pair": "raw pyzmq PAIR <-> PAIR (floor)",
+    "hotline": "zmq+pair:// hotline on PAIR (synaptic_mesh)",
+}
+COUNT_BYTES = 8
+
+
+class RawDealer:
+    """The floor of ``zmq://``: a DEALER; frame 0 says echo (E), count (C) or report (R)."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, address: str) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.connect(f"tcp://{address}")
+        self.lost = 0
+
+    async def rtt(self, n: int) -> list[float]:
+        send, recv, samples = self.sock.send_multipart, self.sock.recv_multipart, []
+        frame, clock = [b"E", bytes(PAYLOAD)], time.perf_counter_ns
+        for _ in range(n):
+            t0 = clock()
+            await send(frame)
+            await recv()
+            samples.append((clock() - t0) / 1000)
+        return samples
+
+    async def oneway(self, n: int) -> float:
+        send, frame = self.sock.send_multipart, [b"C", bytes(PAYLOAD)]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await send(frame)
+        await send([b"R"])
+        count = int.from_bytes((await self.sock.recv_multipart())[1], "big")
+        elapsed = time.perf_counter() - t0
+        self.lost += n - count
+        return count / elapsed
+
+    async def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+class RawPubSub:
+    """The floor of ``zmq+pubsub://``: PUB to the proxy's XSUB, SUB on its XPUB (topic ``e``)."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.pub, self.sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+        for sock in (self.pub, self.sub):
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.setsockopt(zmq.RCVHWM, 100_000)
+        self.pub.connect(f"tcp://{host}:{port}")
+        self.sub.connect(f"tcp://{host}:{int(port) + 1}")
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"e")
+        self.lost = 0
+
+    async def ready(self) -> None:
+        """Echo until one comes back: both connections and subscriptions are up."""
+        while True:
+            await self.pub.send_multipart([b"E", b"hello"])
+            if await self.sub.poll(100):
+                await self.sub.recv_multipart()
+                while await self.sub.poll(50):
+                    await self.sub.recv_multipart()
+                return
+
+    async def rtt(self, n: int) -> list[float]:
+        send, recv, samples = self.pub.send_multipart, self.sub.recv_multipart, []
+        frame, clock = [b"E", bytes(PAYLOAD)], time.perf_counter_ns
+        for _ in range(n):
+            t0 = clock()
+            await send(frame)
+            await recv()
+            samples.append((clock() - t0) / 1000)
+        return samples
+
+    async def oneway(self, n: int) -> float:
+        send, frame = self.pub.send_multipart, [b"C", bytes(PAYLOAD)]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await send(frame)
+        await send([b"R"])
+        count = int.from_bytes((await self.sub.recv_multipart())[1], "big")
+        elapsed = time.perf_counter() - t0
+        self.lost += n - count
+        return count / elapsed
+
+    async def close(self) -> None:
+        self.pub.close(linger=0)
+        self.sub.close(linger=0)
+
+
+class RawPair(RawDealer):
+    """The floor of a ``zmq+pair`` hotline: a PAIR socket (same E/C/R protocol)."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, address: str) -> None:
+        self.sock = ctx.socket(zmq.PAIR)
+        self.sock.connect(f"tcp://{address}")
+        self.lost = 0
+
+
+@message(name="bench.zmq.LineRun")
+class LineRun:
+    """Ask the near ``LineBench`` to open a line and run ``kind`` (rtt, oneway) ``n`` times."""
+
+    kind: str
+    n: int
+
+
+class LineBench(AgentActor):
+    """Opens a hotline to ``bench.line`` and measures on it from inside the actor."""
+
+    @on(LineRun)
+    async def run(self, msg: LineRun) -> Any:
+        async with self.hotline("bench.line") as line:
+            if msg.kind == "rtt":
+                ping, samples, clock = Ping(bytes(PAYLOAD)), [], time.perf_counter_ns
+                for _ in range(msg.n):
+                    t0 = clock()
+                    await line.send(ping)
+                    await line.receive()
+                    samples.append((clock() - t0) / 1000)
+                return samples
+            t0 = time.perf_counter()
+            for _ in range(msg.n):
+                await line.send("C")
+            await line.send("R")
+            count = await line.receive()
+            return [count, time.perf_counter() - t0]
+
+
+class LineClient:
+    """Measures a ``zmq+pair`` hotline through a ``LineBench`` actor on the near node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.lost = 0
+
+    async def rtt(self, n: int) -> list[float]:
+        samples: list[float] = await self.node.ask("bench.liner", LineRun("rtt", n), timeout=300)
+        return samples
+
+    async def oneway(self, n: int) -> float:
+        count, elapsed = await self.node.ask("bench.liner", LineRun("oneway", n), timeout=300)
+        self.lost += n - count
+        return float(count / elapsed)
+
+    async def close(self) -> None:
+        pass  # the node is closed by its MeshClient
+
+
+class LossyMeshClient(MeshClient):
+    """A node client whose one-way count may fall short (pub-sub is at-most-once)."""
+
+    lost = 0
+
+    async def oneway(self, n: int) -> float:
+        ping, tell = Ping(bytes(PAYLOAD)), self.node.tell
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await tell("bench.count", ping)
+        count = await self.node.ask("bench.count", Report(), timeout=60)
+        elapsed = time.perf_counter() - t0
+        self.lost += n - count
+        return count / elapsed
+
+
+@dataclass
+class Figures:
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    oneway: list[float] = field(default_factory=list)
+
+
+async def measure(clients: dict[str, Any], args: argparse.Namespace) -> dict[str, Figures]:
+    results = {name: Figures() for name in PEERS}
+    for name in PEERS:  # warm-up, not recorded
+        await clients[name].rtt(max(args.asks // 10, 100))
+        await clients[name].oneway(max(args.oneway // 10, 1000))
+    for i in range(args.repeats):
+        line = []
+        for name in PEERS:
+            gc.collect()
+            samples = sorted(await clients[name].rtt(args.asks))
+            gc.collect()
+            rate = await clients[name].oneway(args.oneway)
+            figures = results[name]
+            figures.p50.append(percentile(samples, 50))
+            figures.p99.append(percentile(samples, 99))
+            figures.oneway.append(rate)
+            line.append(f"{name} {fmt_us(figures.p50[-1])} us / {fmt_rate(rate)} msg/s")
+        print(f"round {i + 1}/{args.repeats}: " + "; ".join(line), flush=True)
+    return results
+
+
+async def run(args: argparse.Namespace) -> tuple[dict[str, Figures], dict[str, int]]:
+    ctx = zmq.asyncio.Context()
+    fars: list[Far] = []
+    clients: dict[str, Any] = {}
+    try:
+        for name, argv in {
+            "raw router": ("router",),
+            "raw pubsub": ("pubsub",),
+            "raw pair": ("pair",),
+        }.items():
+            far = await _far(*argv)
+            fars.append(far)
+            if name == "raw router":
+                clients[name] = RawDealer(ctx, far.address)
+            elif name == "raw pair":
+                clients[name] = RawPair(ctx, far.address)
+            else:
+                clients[name] = RawPubSub(ctx, far.address)
+                await clients[name].ready()
+        for scheme in ("zmq", "zmq+pair", "zmq+pubsub"):
+            url = f"{scheme}://127.0.0.1:0" + ("?proxy=1" if scheme == "zmq+pubsub" else "")
+            far = await _far("mesh", url)
+            fars.append(far)
+            near = (
+                f"zmq+pubsub://{far.address}"
+                if scheme == "zmq+pubsub"
+                else f"{scheme}://127.0.0.1:0?peers={far.address}"
+            )
+            node = Node(near, name="near")
+            await node.start()
+            clients[scheme] = LossyMeshClient(node)
+            if scheme == "zmq+pair":
+                await node.spawn(LineBench, "bench.liner")
+                clients["hotline"] = LineClient(node)
+        results = await measure(clients, args)
+        return results, {name: getattr(c, "lost", 0) for name, c in clients.items()}
+    finally:
+        for client in clients.values():
+            await client.close()
+        for far in fars:
+            await far.close()
+        ctx.destroy(linger=0)
+
+
+async def _far(*argv: str) -> Far:
+    """A ``bench.zmq_peer`` process (raw floors, or a node with ``mesh URL``)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "synaptic_mesh.bench.zmq_peer",
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().split()
+    if not line or line[0] != "READY":
+        process.kill()
+        raise RuntimeError(f"bench peer {argv} did not start: {line}")
+    return Far(process, line[1])
+
+
+def report(results: dict[str, Figures], lost: dict[str, int]) -> tuple[str, list[bool]]:
+    rows = []
+    for name in PEERS:
+        f = results[name]
+        rows.append(
+            [
+                LABEL[name],
+                fmt_us(median(f.p50)),
+                fmt_us(median(f.p99)),
+                fmt_pct(spread(f.p50)),
+                fmt_rate(median(f.oneway)),
+                fmt_pct(spread(f.oneway)),
+                f"{lost.get(name, 0):,}",
+            ]
+        )
+    table = render_table(
+        ["peer", "rr p50 us", "rr p99 us", "p50 spread", "one-way msg/s", "spread", "lost"],
+        rows,
+        [False, True, True, True, True, True, True],
+    )
+    verdicts, met = [], []
+    for name, floor in FLOOR.items():
+        ratio = median(results[name].p50) / median(results[floor].p50)
+        share = median(results[name].oneway) / median(results[floor].oneway)
+        met += [ratio <= 1.3, share >= 0.70]
+        shown = "zmq+pair:// hotline" if name == "hotline" else f"{name}://"
+        verdicts.append(
+            [f"{shown} rr p50 / {floor}", fmt_ratio(ratio), "<= 1.3x", _ok(ratio <= 1.3)]
+        )
+        verdicts.append(
+            [f"{shown} one-way / {floor}", fmt_pct(share), ">= 70%", _ok(share >= 0.70)]
+        )
+    targets = render_table(
+        ["comparison", "measured", "target", "verdict"], verdicts, [False, True, True, False]
+    )
+    text = (
+        f"Small messages: {PAYLOAD}-byte payload, two processes\n{table}\n\n"
+        f"Targets (ratios within this run)\n{targets}"
+    )
+    return text, met
+
+
+def _ok(met: bool) -> str:
+    return "ok" if met else "MISS"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m synaptic_mesh.bench.zmq",
+        description="zmq://, zmq+pair:// and zmq+pubsub:// across two processes against "
+        "raw pyzmq: 64-byte round trips and one-way throughput.",
+    )
+    parser.add_argument("-m", "--asks", type=int, help=f"round trips per round (default {ASKS:,})")
+    parser.add_argument(
+        "-n", "--oneway", type=int, help=f"one-way messages per round (default {ONEWAY:,})"
+    )
+    parser.add_argument("--repeats", type=int, help=f"measured rounds (default {REPEATS})")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 1,000 asks, 10,000 one-way, 1 round"
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    args.asks = args.asks or (1_000 if args.quick else ASKS)
+    args.oneway = args.oneway or (10_000 if args.quick else ONEWAY)
+    args.repeats = args.repeats or (1 if args.quick else REPEATS)
+    if min(args.asks, args.oneway, args.repeats) < 1:
+        parser.error("--asks, --oneway and --repeats must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(
+        f"synaptic_mesh zmq bench: Python {platform.python_version()}, pyzmq {zmq.__version__} "
+        f"(libzmq {zmq.zmq_version()}), {os.cpu_count()} CPUs, load avg "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+        f"{args.asks:,} sequential round trips and {args.oneway:,} one-way messages per round, "
+        f"{args.repeats} rounds (+1 warm-up), peers interleaved",
+        flush=True,
+    )
+    results, lost = asyncio.run(run(args))
+    text, met = report(results, lost)
+    print("\n" + text)
+    return 1 if args.strict and not all(met) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
