@@ -200,9 +200,10 @@ class HybridTransport(Transport):
         # hooks of link transports, forwarded from every member that has them
         self.on_peer_up: list[Callable[[str], Any]] = []
         self.on_peer_down: list[Callable[[str, str], Any]] = []
+        self.on_interest_gone: list[Callable[[str, str], Any]] = []
         self.on_bad_frame: list[Callable[[Any], Any]] = []
         for member in self.members.values():
-            for name in ("on_peer_up", "on_peer_down", "on_bad_frame"):
+            for name in ("on_peer_up", "on_peer_down", "on_interest_gone", "on_bad_frame"):
                 hooks = getattr(member, name, None)
                 if isinstance(hooks, list):
                     hooks.append(self._relay(name))

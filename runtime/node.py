@@ -151,6 +151,9 @@ class Node(NodeSupervision, NodeInbound):
         if hasattr(self.transport, "on_peer_down"):  # link transports: hooks and identity
             self.transport.id = self.id  # type: ignore[attr-defined]
             self.transport.on_peer_down.append(self._peer_down)  # type: ignore[attr-defined]
+            gone = getattr(self.transport, "on_interest_gone", None)
+            if gone is not None:
+                gone.append(self._interest_gone)
             self.transport.on_bad_frame.append(self._bad_frame)  # type: ignore[attr-defined]
         try:
             await self.transport.start()

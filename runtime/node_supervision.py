@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from synaptic_mesh.actors.signals import Exit
 from synaptic_mesh.runtime.errors import SupervisorFailed
+from synaptic_mesh.runtime.subjects import matches
 from synaptic_mesh.supervisors.monitors import NOPROC, Down, Monitors
 from synaptic_mesh.supervisors.runtime import SupervisorRuntime
 from synaptic_mesh.supervisors.spec import Supervisor
@@ -138,6 +139,17 @@ class NodeSupervision:
         for subject in self._monitors.targets():
             if subject not in self._local and self._remote_peers(subject) == []:
                 self._deliver_down(subject, f"noconnection: node {peer} is down ({reason})")
+
+    def _interest_gone(self, peer: str, pattern: str) -> None:
+        """A peer stopped serving ``pattern``: watchers of a subject nobody serves now get
+        ``Down``. The far node knows why its actor stopped; this one only sees it go."""
+        for subject in self._monitors.targets():
+            if (
+                subject not in self._local
+                and matches(pattern, subject)
+                and self._remote_peers(subject) == []
+            ):
+                self._deliver_down(subject, f"gone: node {peer} stopped serving it")
 
     def _bad_frame(self, bad: Any) -> None:
         """A link transport refused input: record it as a dead letter."""

@@ -91,9 +91,10 @@ class RoutedTransport(LinkService, Transport):
     run as a task): ``on_peer_up(peer_id)`` once the first link to a peer is
     synced (both sides know each other's interest); ``on_peer_down(peer_id,
     reason)`` when its last link is gone (a dead peer, a goodbye, bad input),
-    never while this transport closes; ``on_bad_frame(BadFrame)`` for input a
-    link refused. ``id`` is this node's name on the wire, ``address`` the
-    address actually listened on.
+    never while this transport closes; ``on_interest_gone(peer_id, pattern)``
+    when a peer withdraws a subscription (an actor there stopped);
+    ``on_bad_frame(BadFrame)`` for input a link refused. ``id`` is this node's
+    name on the wire, ``address`` the address actually listened on.
     """
 
     max_frames: ClassVar[int] = 255
@@ -105,6 +106,7 @@ class RoutedTransport(LinkService, Transport):
         self.id = settings.node_id
         self.on_peer_up: list[Callable[[str], Any]] = []
         self.on_peer_down: list[Callable[[str, str], Any]] = []
+        self.on_interest_gone: list[Callable[[str, str], Any]] = []
         self.on_bad_frame: list[Callable[[BadFrame], Any]] = []
         self.bad_frames = 0
         self.address: str | None = None

@@ -219,6 +219,8 @@ class LinkService:
             self._interest.peer_add(state, (items[1], items[2]))
         elif op == proto.UNSUB:
             self._interest.peer_remove(state, (items[1], items[2]))
+            if self.on_interest_gone:
+                self._fire(self.on_interest_gone, state.name, items[1])
         elif op == proto.PING:
             state.send_control(proto.PONG_FRAMES)
         elif op == proto.FLUSH:

@@ -9,7 +9,8 @@ nobody serves gives ``Down(subject, "noproc")`` at once.
 An actor on another node is watched through its node: on a link transport
 (``tcp://``, ...) the watcher gets ``Down(subject, "noconnection: ...")``
 when the last node serving that subject stops answering heartbeats or
-leaves. A remote actor that stops while its node lives is not reported yet.
+leaves, and ``Down(subject, "gone: ...")`` when the actor stops while its
+node lives (its node withdraws the subscription; the reason stays there).
 ``noproc`` for a remote subject needs a transport that can tell who serves it
 (link transports, ``inproc://``); on a broker transport (``nats://``,
 ``zmq+pubsub://``), which cannot, the monitor stays armed instead.

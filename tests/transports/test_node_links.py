@@ -83,3 +83,24 @@ async def test_an_undecodable_envelope_from_a_peer_is_dead_lettered_and_publishe
             assert await node.ask("svc.echo", Job(1), timeout=3) == Done(1, "")
         finally:
             await peer.close()
+
+
+async def test_monitor_of_a_remote_actor_fires_when_it_stops_and_its_node_lives() -> None:
+    from tests.transports.peer_process import Echo
+    from tests.transports.util import FAST
+
+    downs: list[Down] = []
+    async with Node("tcp://127.0.0.1:0", name="home", transport_options=FAST) as home:
+        watcher = await home.spawn(Watcher, "home.watcher", downs)
+        away_url = f"tcp://127.0.0.1:0?peers={home.transport.address}"  # type: ignore[attr-defined]
+        async with Node(away_url, name="away", transport_options=FAST) as away:
+            await away.spawn(Echo, "remote.echo", "away")
+            await away.spawn(Echo, "remote.other", "away")
+            assert await home.ask("remote.echo", Job(1), timeout=5) == Done(1, "away")
+            await watcher.ask(Watch("remote.echo"))
+            await watcher.ask(Watch("remote.other"))
+            await away.stop("remote.echo")
+            await until(lambda: bool(downs), what="Down for the stopped actor")
+            await asyncio.sleep(0.05)
+            assert [d.subject for d in downs] == ["remote.echo"], "the other actor lives on"
+            assert downs[0].reason.startswith("gone: node ")
