@@ -21,6 +21,7 @@ from synaptic_mesh.patterns import attach, pubsub, request_reply
 if TYPE_CHECKING:
     from synaptic_mesh.actors.cell import ActorCell
     from synaptic_mesh.patterns.bus import BusMember
+    from synaptic_mesh.patterns.feeder import Feeder
     from synaptic_mesh.patterns.hotline import Hotline
     from synaptic_mesh.patterns.pubsub import ActorSubscription
     from synaptic_mesh.patterns.survey import SurveyResult
@@ -255,6 +256,17 @@ class AgentActor:
         from synaptic_mesh.patterns.pipeline import feed
 
         await feed(self.node, pipeline, item, sender=self.subject, timeout=timeout)
+
+    def feeder(self, pipeline: str, *, window: int = 64, timeout: float | None = None) -> Feeder:
+        """``async with self.feeder(pipeline) as f: await f.put(item)``: many feeds in flight.
+
+        For a producer on another node than the pipeline (see
+        :mod:`synaptic_mesh.patterns.feeder`): up to ``window`` items travel
+        unanswered, so the rate is not bound by the link's round trip.
+        """
+        from synaptic_mesh.patterns.feeder import Feeder
+
+        return Feeder(self.node, pipeline, window=window, sender=self.subject, timeout=timeout)
 
     def stop(self) -> None:
         """Stop this actor once the current message is handled (a normal exit)."""

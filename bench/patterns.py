@@ -24,18 +24,18 @@ pub-sub        ``pubsub.publish``              ``node.publish`` to the same subs
 bus            ``member.send`` to 1 member     ``node.publish`` to 1 subscriber
 request-reply  ask (inbox)                     publish to an actor that publishes back to a
                                                raw subscription on ``a``
-pipeline       ``feed`` into 1 stage (credit)  ``node.publish`` to a queue-group subscriber
+pipeline       ``feed`` / a ``Feeder`` into    ``node.publish`` to a queue-group subscriber
+               1 stage (credit)
 survey         50 respondents, quorum 50       publish to 50 subscribers, each publishes an
                                                answer to a raw subscription counting 50
 hotline        send + receive round trip       as request-reply's twin
 =============  ==============================  ===========================================
 
 A pipeline runs its credit on the node of its supervisor subtree, so a
-producer on another node reaches it through ``feed``: an ask to the
-pipeline's gate on ``b``, which returns once the first stage took the item.
-Its row therefore pays a round trip per item against a one-way twin; it is
-what a remote producer pays, not the generic lowering's dispatch alone (that
-runs on ``b`` and is part of it).
+producer on another node reaches it through its gate on ``b``: ``feed`` (one
+item at a time, returning once the first stage took it: the latency
+columns) or a ``Feeder`` keeping ``FEED_WINDOW`` feeds in flight (the
+throughput, as a remote producer streams items).
 
 The overhead is the median over rounds of the paired ratio (twin's rate over
 the pattern's, minus 1), each round running the pattern and its twin back to
@@ -47,8 +47,7 @@ compares with two bare publishes.
 
 Latency: operations one at a time, each timed (p50, p99). Throughput:
 pub-sub, bus and pipeline send a burst (a loop of awaited sends, timed to the
-last delivery; a pipeline ``feed`` returns when the stage took the item, so
-feeds overlap the stage's work but not each other); request-reply, survey and
+last delivery; the pipeline's through a ``Feeder``); request-reply, survey and
 hotline are closed loops (one operation at a time), so their rate is
 ``1 / mean latency``. Each trial gets a fresh event loop and fresh nodes; a
 trial that fails or exceeds ``TRIAL_TIMEOUT`` (a lost message) is printed and
@@ -87,6 +86,7 @@ from synaptic_mesh.bench._stats import (
     spread,
 )
 from synaptic_mesh.patterns import pubsub, request_reply
+from synaptic_mesh.patterns.feeder import Feeder
 from synaptic_mesh.patterns.hotline import Hotline, open_hotline
 from synaptic_mesh.patterns.pipeline import Pipeline, Stage, feed
 from synaptic_mesh.patterns.survey import respond, survey
@@ -95,6 +95,8 @@ from synaptic_mesh.runtime.node import Node
 from synaptic_mesh.runtime.transport_lookup import transport_class
 
 TARGET = 0.20
+FEED_WINDOW = 64
+"""Feeds in flight in the pipeline's burst (a ``Feeder``), as many as the stage's credit."""
 RESPONDENTS = 50
 TRANSPORTS = "inproc,tcp,shm"
 TRIAL_TIMEOUT = 120.0
@@ -384,7 +386,16 @@ async def pipeline_pattern(scheme: str, n: int) -> tuple[list[int], float]:
 
     async with two_nodes(scheme) as (a, b):
         await b.start_supervisor(Pipeline("bench", [Stage("s", work)], prefetch=64))
-        return await _fanout(signal, lambda m: feed(a, "bench", m, timeout=10), n)
+
+        async def one(i: int) -> None:
+            done = signal.expect(1)
+            await feed(a, "bench", Ping(i), timeout=10)
+            await done
+
+        latencies = await _timed(n, one)
+        async with Feeder(a, "bench", window=FEED_WINDOW, timeout=10) as feeder:
+            rate = await _burst(n * 5, signal, lambda i: feeder.put(Ping(i)))
+        return latencies, rate
 
 
 async def survey_pattern(scheme: str, n: int) -> tuple[list[int], float]:

@@ -250,8 +250,11 @@ class SubjectTable(Generic[T]):
         self._members: dict[str, int] = {}  # queue name -> subscriptions in that group
         # subject -> (its tokens, for invalidation without re-splitting; its Match)
         self._cache: dict[str, tuple[tuple[str, ...], Match[T]]] = {}
-        # reply subjects (ONE_TIME_PREFIX): a small cache of their own, emptied by any change
+        # reply subjects (ONE_TIME_PREFIX): a small cache of their own, emptied by any change,
+        # and, while no subscription tells their last tokens apart, one result per parent
         self._once: dict[str, Match[T]] = {}
+        self._once_parents: dict[str, Match[T]] = {}  # parent subject -> its children's Match
+        self._one_time_guards = 0  # subscriptions that could tell two reply subjects apart
         self._turns: dict[str, int] = {}  # queue name -> messages picked so far
 
     def __len__(self) -> int:
@@ -266,11 +269,14 @@ class SubjectTable(Generic[T]):
         """
         tokens = _split(pattern, "pattern", wildcards=True)
         self._once.clear()
+        self._once_parents.clear()
         if queue is not None and (not queue or _WHITESPACE.search(queue)):
             raise InvalidSubject(
                 queue, f"queue name {queue!r} must be non-empty without whitespace"
             )
         seq = next(self._seq)
+        if _guards_one_time(pattern, tokens):
+            self._one_time_guards += 1
         if SINGLE_WILDCARD in tokens or FULL_WILDCARD in tokens:
             self._wild[seq] = _Subscription(pattern, tokens, item, queue, seq)
             self._invalidate(pattern, tokens)
@@ -304,6 +310,9 @@ class SubjectTable(Generic[T]):
         else:
             return False
         self._once.clear()
+        self._once_parents.clear()
+        if _guards_one_time(pattern, sub.tokens or (ONE_TIME_FIRST,)):
+            self._one_time_guards -= 1
         if held is not None:
             held.remove(sub)
             if not held:
@@ -330,6 +339,8 @@ class SubjectTable(Generic[T]):
         self._members.clear()
         self._cache.clear()
         self._once.clear()
+        self._once_parents.clear()
+        self._one_time_guards = 0
         self._turns.clear()
 
     def match(self, subject: str) -> Match[T]:
@@ -344,6 +355,20 @@ class SubjectTable(Generic[T]):
         once = self._once.get(subject)
         if once is not None:
             return once
+        if not self._one_time_guards and subject.startswith(ONE_TIME_PREFIX):
+            # ``_INBOX.<node>.<corr>``: every subscription ends in a wildcard there, so
+            # all subjects under one parent resolve alike; the parent was checked when
+            # it was first resolved, the last token is checked here
+            parent, _, last = subject.rpartition(".")
+            found = self._once_parents.get(parent)
+            if found is not None and _plain_token(last) and len(subject) <= MAX_SUBJECT_LENGTH:
+                return found
+            tokens = _split(subject, "subject", wildcards=False)
+            result = self._scan(tokens)
+            if len(self._once_parents) >= ONE_TIME_CACHE_SIZE:
+                self._once_parents.clear()
+            self._once_parents[parent] = result
+            return result
         tokens = _split(subject, "subject", wildcards=False)
         result = self._scan(tokens)
         if subject.startswith(ONE_TIME_PREFIX):
@@ -401,6 +426,33 @@ class SubjectTable(Generic[T]):
         stale = [s for s, (toks, _) in self._cache.items() if _match_tokens(tokens, toks)]
         for s in stale:
             del self._cache[s]
+
+
+ONE_TIME_FIRST: Final = ONE_TIME_PREFIX.rstrip(".")
+
+
+def _guards_one_time(pattern: str, tokens: tuple[str, ...]) -> bool:
+    """Whether a subscription could tell two reply subjects of one parent apart.
+
+    A literal under ``ONE_TIME_PREFIX``, or a wildcard pattern that could
+    reach there (its first token ``_INBOX`` or ``*``) and ends in a literal.
+    """
+    if SINGLE_WILDCARD not in tokens and FULL_WILDCARD not in tokens:
+        return pattern.startswith(ONE_TIME_PREFIX)
+    return tokens[0] in (ONE_TIME_FIRST, SINGLE_WILDCARD) and tokens[-1] not in (
+        SINGLE_WILDCARD,
+        FULL_WILDCARD,
+    )
+
+
+def _plain_token(token: str) -> bool:
+    """A valid subject token: not empty, no wildcard, no whitespace."""
+    return (
+        bool(token)
+        and SINGLE_WILDCARD not in token
+        and FULL_WILDCARD not in token
+        and _WHITESPACE.search(token) is None
+    )
 
 
 def _by_seq(sub: _Subscription[T]) -> int:

@@ -22,6 +22,7 @@ from synaptic_mesh.patterns.consensus import (
     unanimous,
     weighted_by_confidence,
 )
+from synaptic_mesh.patterns.feeder import Feeder
 from synaptic_mesh.patterns.hotline import Hotline
 from synaptic_mesh.patterns.pipeline import Pipeline, Stage, StageWorker
 from synaptic_mesh.patterns.pubsub import ActorSubscription
@@ -69,6 +70,7 @@ __all__ = [
     "DecodeError",
     "DeploymentError",
     "Down",
+    "Feeder",
     "Hotline",
     "HotlineBusy",
     "HotlineClosed",

@@ -108,6 +108,7 @@ class PairChannel:
         self.closed = False
         self.endpoint = ""
         self._inbox: deque[list[zmq.Frame]] = deque()
+        self._delivering = False
         self._wake = asyncio.Event()
         self._io = SocketIO(sock, self._on_message)
         self._monitor = SocketIO(monitor, self._on_event)
@@ -171,10 +172,13 @@ class PairChannel:
                 except Exception as exc:
                     self._bad(str(exc), parts)
                     return
+                self._delivering = True
                 try:
                     await self.deliver(self.subject, frames, None)
                 except Exception:
                     log.exception("line %s: delivery failed", self.line)
+                finally:
+                    self._delivering = False
                 del parts, frames
                 if tag == LAST:
                     self.close()
@@ -190,7 +194,9 @@ class PairChannel:
             self._tasks.append(asyncio.get_running_loop().create_task(self._close_when_read()))
 
     async def _close_when_read(self) -> None:
-        while self._inbox and not self.closed:
+        # wait for the reader to hand on everything, the message in its hands included:
+        # closing cancels the reader, which must not cut the line's last message short
+        while (self._inbox or self._delivering) and not self.closed:
             await asyncio.sleep(0.001)
         self.close()
 

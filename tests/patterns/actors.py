@@ -137,7 +137,7 @@ class Caller(AgentActor):
     @on(CallPeer)
     async def call(self, msg: CallPeer) -> None:
         try:
-            async with self.hotline(msg.peer, heartbeat=0.2) as line:
+            async with self.hotline(msg.peer, heartbeat=0.5) as line:
                 for n in range(msg.count):
                     await line.send(str(n))
                 for _ in range(msg.count):

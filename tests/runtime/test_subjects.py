@@ -473,3 +473,52 @@ class CachedTableMachine(RuleBasedStateMachine):
 
 CachedTableMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40)
 test_cached_table_equals_uncached_scan = CachedTableMachine.TestCase
+
+
+def test_reply_subjects_of_one_parent_resolve_once_unless_a_subscription_tells_them_apart() -> None:
+    table: SubjectTable[str] = SubjectTable()
+    table.add("_INBOX.n1.>", "inbox")
+    table.add("_INBOX.*.*", "any")
+    assert table.match("_INBOX.n1.1").plain == ("inbox", "any")
+    assert table.match("_INBOX.n1.2") is table.match("_INBOX.n1.3"), "one resolution per parent"
+    assert table.match("_INBOX.n1").plain == (), "the parent itself is a different subject"
+    with pytest.raises(InvalidSubject):
+        table.match("_INBOX.n1.bad token")
+    table.add("*.*.7", "seven")  # a literal last token: subjects under one parent differ now
+    assert table.match("_INBOX.n1.7").plain == ("inbox", "any", "seven")
+    assert table.match("_INBOX.n1.8").plain == ("inbox", "any")
+    table.remove("*.*.7", "seven")
+    table.add("_INBOX.n1.9", "exact")
+    assert table.match("_INBOX.n1.9").plain == ("inbox", "any", "exact")
+    assert table.match("_INBOX.n1.10").plain == ("inbox", "any")
+    table.remove("_INBOX.n1.9", "exact")
+    assert table.match("_INBOX.n1.9").plain == ("inbox", "any")
+
+
+_patterns = st.tuples(
+    st.sampled_from(["_INBOX", "*", ">"]),
+    st.lists(st.sampled_from(["n1", "n2", "7", "*"]), max_size=2),
+    st.sampled_from(["7", "1", "*", ">", "n1"]),
+).map(lambda t: [t[0], *t[1], t[2]])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    patterns=st.lists(_patterns, max_size=5),
+    corrs=st.lists(st.sampled_from(["1", "2", "7", "n1"]), min_size=1, max_size=6),
+    parents=st.sampled_from(["_INBOX.n1", "_INBOX.n2", "_INBOX.n1.7"]),
+)
+def test_reply_subject_fast_path_agrees_with_the_reference(
+    patterns: list[list[str]], corrs: list[str], parents: str
+) -> None:
+    table: SubjectTable[int] = SubjectTable()
+    for i, tokens in enumerate(patterns):
+        pattern = ".".join(tokens)
+        try:
+            validate_pattern(pattern)
+        except InvalidSubject:
+            continue
+        table.add(pattern, i)
+    for corr in corrs:
+        subject = f"{parents}.{corr}"
+        assert table.match(subject) == table._scan(tuple(subject.split("."))), subject
