@@ -32,6 +32,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from synaptic_mesh.runtime.errors import MeshError
+from synaptic_mesh.transports.base import eager_as
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -179,7 +180,7 @@ class HeldSubscription:
             if self.active:
                 await deliver(subject, frames, reply_to)
 
-        return guarded
+        return eager_as(deliver, guarded)
 
     def hold(self, subscription: Subscription) -> None:
         """Take ``subscription`` (also put on the cell's list, which the cell's end releases)."""

@@ -38,7 +38,7 @@ from synaptic_mesh.patterns.lowering import BUS, lowering_for
 from synaptic_mesh.patterns.pubsub import as_actor_handler
 from synaptic_mesh.runtime.errors import MeshError
 from synaptic_mesh.runtime.subjects import InvalidSubject, validate_subject
-from synaptic_mesh.transports.base import Handler, Subscription
+from synaptic_mesh.transports.base import Handler, Subscription, eager_as
 
 if TYPE_CHECKING:
     from synaptic_mesh.actors.actor import AgentActor
@@ -69,7 +69,8 @@ class GenericBus:
             if subject != own:
                 await handler(subject, frames, reply_to)
 
-        return await node.transport.subscribe(f"{BUS_PREFIX}.{bus}.>", others_only)
+        pattern = f"{BUS_PREFIX}.{bus}.>"
+        return await node.transport.subscribe(pattern, eager_as(handler, others_only))
 
     def send(self, node: Node, bus: str, member: str, message: Any) -> Awaitable[None]:
         return node.publish(f"{BUS_PREFIX}.{bus}.{member}", message, sender=member)

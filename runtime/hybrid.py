@@ -60,8 +60,7 @@ from synaptic_mesh.transports.base import (
     Handler,
     Subscription,
     Transport,
-    eager_handler,
-    is_eager,
+    eager_as,
 )
 
 log = logging.getLogger("synaptic_mesh.hybrid")
@@ -335,7 +334,7 @@ class HybridTransport(Transport):
                 self._reply_paths.put(reply_to, member)
             await handler(subject, frames, reply_to)
 
-        return eager_handler(deliver) if is_eager(handler) else deliver
+        return eager_as(handler, deliver)
 
     # -- bridges ---------------------------------------------------------------------
 

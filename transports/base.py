@@ -124,6 +124,12 @@ def is_eager(handler: Handler) -> bool:
     return getattr(getattr(handler, "func", handler), "eager_delivery", False) is True
 
 
+def eager_as(inner: Handler, wrapper: F) -> F:
+    """``wrapper`` marked eager when the ``inner`` handler it calls is: for a wrapper that
+    only checks something and awaits ``inner`` (it needs no task of its own)."""
+    return eager_handler(wrapper) if is_eager(inner) else wrapper
+
+
 class HandlerSubscription(Subscription):
     """A subscription whose messages go to a handler in this process.
 

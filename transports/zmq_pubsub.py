@@ -8,56 +8,25 @@ says ``?proxy=1`` (port 0 then picks two free adjacent ports; read the
 address back from ``transport.address``).
 
 URL: ``zmq+pubsub://HOST:PORT[?proxy=1&connect_timeout=2&flush_timeout=3&max_message=N]``;
-keyword options override query parameters; ``node_id`` names this node on the wire.
+keyword options override query parameters; ``node_id`` names this node on the wire
+(:mod:`~synaptic_mesh.transports.zmq_pubsub_options`).
 
-**Interest as ZeroMQ subscriptions.** Each message is a multipart
-``[topic + meta, *frames]``: frame 0 is the topic (what ZeroMQ matches
-prefixes against; it ends with a NUL) followed by ``meta``, msgpack
-``[subject, reply_to, publisher id, seq]``, so a message costs libzmq one
-frame more than its own. A subscription on a pattern subscribes the SUB socket to
+This module holds the transport's lifecycle and publishing; the rest is in
 
-* ``\\x01`` + the pattern's literal tokens (``tot.*.x`` -> ``\\x01tot.``; a
-  literal pattern ``a.b`` -> ``\\x01a.b\\x00``): the ZeroMQ prefix that makes the
-  proxy forward plain messages (topic ``\\x01`` + subject + ``\\x00``); the exact
-  pattern is then applied locally; and
-* ``\\x03`` + the pattern: an announcement no message ever matches, so every
-  publisher learns the exact pattern (``knows_interest``).
-
-**Queue groups** give each message to exactly one member: a member subscribes
-to its own topic ``\\x02 queue \\x00 pattern \\x00 member-id \\x00``. Publishers'
-XPUB sockets (``XPUB_VERBOSE``) see every subscription, forwarded by the
-proxy (``XPUB_VERBOSER``), so each publisher knows the members of each group
-and their patterns; it picks one member round-robin and publishes a copy on
-that member's topic only. Members on several nodes share one group.
+* :mod:`~synaptic_mesh.transports.zmq_pubsub_wire`: each message is a multipart
+  ``[topic + meta, *frames]``, the topic being what ZeroMQ matches prefixes against;
+* :mod:`~synaptic_mesh.transports.zmq_pubsub_interest`: interest as ZeroMQ
+  subscriptions, queue groups (a publisher picks one member round-robin from
+  the subscriptions its XPUB sees) and knowing interest (``subscribe`` returns
+  once the proxy has the subscription; a barrier before "no responders");
+* :mod:`~synaptic_mesh.transports.zmq_pubsub_receive`: from the SUB socket to
+  the handlers;
+* :mod:`~synaptic_mesh.transports.zmq_pubsub_stats`: losses are at-most-once,
+  and counted (``transport.stats``), with what the counters cannot see.
 
 **Local delivery.** This node's own subscribers get its messages at once,
 in the publishing task (a queue member chosen here is served here); the
 copy the proxy forwards back to this node is skipped on arrival.
-
-**Knowing interest.** ``subscribe`` returns once this node's own XPUB has seen
-its subscription come back from the proxy: the proxy then filters for it and
-has forwarded it to every publisher. A publish with ``reply_to`` that matches
-nothing this node knows first runs a barrier (a probe subscription through
-the proxy; what the proxy forwarded before it has then arrived here) and
-only then publishes the "no responders" status. A queue-group publish with no
-member known runs the same barrier before it gives up.
-
-**Losses are at-most-once, and counted** (``transport.stats``): the
-publisher's XPUB has ``XPUB_NODROP`` (``publish`` waits at the high-water
-mark instead of dropping), but the proxy drops for a subscriber more than
-``PROXY_HWM`` messages behind (a slow handler stops this node's reading).
-Every message carries a sequence number per publisher and topic; a receiver
-counts each gap (``stats.gaps``) and logs it. Not detectable: losses at the
-end of a stream (no later message shows the gap), losses on a topic before
-the first message this node received on it (messages published while the
-proxy is unreachable are queued, counted in ``stats.unconnected``, and show as
-gaps if they are lost and a later message arrives; a publish that waits for
-an unreachable proxy behind a full queue raises ``ConnectionError`` after
-``connect_timeout``), and
-queue-group messages for a member that just left (``stats.orphaned`` counts
-those that reached its node). Bad input (a foreign publisher's non-envelope
-frames) is reported through ``on_bad_frame`` (the node dead-letters it) and
-counted in ``stats.bad_frames``.
 
 Capabilities: ordered (per publisher and topic, through the proxy's FIFO
 pipes), at-most-once, not durable, cross-host, zero-copy receives for large
@@ -71,27 +40,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import os
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlsplit
 
-import msgpack
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from synaptic_mesh.runtime.errors import TransportClosed
-from synaptic_mesh.runtime.subjects import (
-    FULL_WILDCARD,
-    SINGLE_WILDCARD,
-    InvalidSubject,
-    SubjectTable,
-    validate_pattern,
-    validate_subject,
-)
+from synaptic_mesh.runtime.subjects import SubjectTable, validate_subject
 from synaptic_mesh.transports.base import (
     NO_RESPONDERS,
     BadFrame,
@@ -99,124 +57,62 @@ from synaptic_mesh.transports.base import (
     Frame,
     Handler,
     HandlerSubscription,
-    LinkProtocolError,
     Subscription,
     Transport,
 )
 from synaptic_mesh.transports.framing import LinkLimits
 from synaptic_mesh.transports.zmq_io import SocketIO
-from synaptic_mesh.transports.zmq_link import LINGER_MS, check_outgoing, incoming
+from synaptic_mesh.transports.zmq_link import LINGER_MS, check_outgoing
 from synaptic_mesh.transports.zmq_proxy import Proxy
+from synaptic_mesh.transports.zmq_pubsub_interest import PubSubInterest
+from synaptic_mesh.transports.zmq_pubsub_options import (
+    DEFAULT_MAX_MESSAGE,
+    PubSubSettings,
+    parse_url,
+)
+from synaptic_mesh.transports.zmq_pubsub_receive import RECV_QUEUE, PubSubReceive
+from synaptic_mesh.transports.zmq_pubsub_stats import TRACKED, PubSubStats, Sequences
+from synaptic_mesh.transports.zmq_pubsub_wire import (
+    ANNOUNCE,
+    MEMBER,
+    PLAIN,
+    PROBE,
+    member_topic,
+    pack_meta,
+    plain_prefix,
+    plain_topic,
+    split_head,
+)
 
-log = logging.getLogger("synaptic_mesh.zmq.pubsub")
+__all__ = [
+    "ANNOUNCE",
+    "DEFAULT_MAX_MESSAGE",
+    "HWM",
+    "MAX_FRAMES",
+    "MEMBER",
+    "PLAIN",
+    "PROBE",
+    "RECV_QUEUE",
+    "SEND_RETRY",
+    "SEND_RETRY_MAX",
+    "TRACKED",
+    "PubSubSettings",
+    "PubSubStats",
+    "ZmqPubSubLowering",
+    "ZmqPubSubTransport",
+    "member_topic",
+    "parse_url",
+    "plain_prefix",
+    "plain_topic",
+    "split_head",
+]
 
-PLAIN, MEMBER, ANNOUNCE, PROBE = 1, 2, 3, 5
-"""First byte of a topic: plain message, queue member, pattern announcement, barrier probe."""
 HWM = 10_000
 """High-water mark (messages) of the node's XPUB and SUB sockets."""
-RECV_QUEUE = 1000
-"""Messages read ahead of the handlers before the node stops reading its SUB socket."""
 MAX_FRAMES = 255
 SEND_RETRY = 0.0005
 SEND_RETRY_MAX = 0.02
 """First and longest pause of a publish waiting at the high-water mark, in seconds."""
-DEFAULT_MAX_MESSAGE = 256 * 1024 * 1024
-TRACKED = 100_000
-"""Sequence counters kept per side before they are reset (a reset never reads as a gap)."""
-_OPTIONS = ("proxy", "connect_timeout", "flush_timeout", "max_message", "node_id")
-
-
-@dataclasses.dataclass
-class PubSubStats:
-    """Counters of one ``zmq+pubsub`` transport (see the module docstring for what each misses)."""
-
-    published: int = 0
-    delivered: int = 0
-    gaps: int = 0
-    """Messages found missing by a sequence gap: the proxy dropped them for this node."""
-    orphaned: int = 0
-    """Queue-group messages that reached this node for a member that had left."""
-    unconnected: int = 0
-    """Messages published while the proxy was unreachable: queued (up to the high-water
-    mark) and sent when it is back, but lost if no subscriber has rejoined by then."""
-    bad_frames: int = 0
-    waits: int = 0
-    """Times a publish waited because the proxy was a high-water mark behind (nothing lost)."""
-
-
-def plain_topic(subject: str) -> bytes:
-    return b"\x01" + subject.encode() + b"\x00"
-
-
-def plain_prefix(pattern: str) -> bytes:
-    """The ZeroMQ prefix that covers every subject ``pattern`` matches."""
-    tokens = pattern.split(".")
-    literal: list[str] = []
-    for token in tokens:
-        if token in (SINGLE_WILDCARD, FULL_WILDCARD):
-            return b"\x01" + "".join(t + "." for t in literal).encode()
-        literal.append(token)
-    return plain_topic(pattern)
-
-
-def member_topic(queue: str, pattern: str, member: str) -> bytes:
-    return b"\x02" + f"{queue}\x00{pattern}\x00{member}\x00".encode()
-
-
-def split_head(head: bytes) -> tuple[bytes, bytes]:
-    """Frame 0 -> ``(topic, meta)``: a topic ends at its first (plain) or third (member) NUL."""
-    end = -1
-    for _ in range(3 if head[:1] == b"\x02" else 1):
-        end = head.find(b"\x00", end + 1)
-        if end < 0:
-            raise LinkProtocolError(f"frame 0 holds no complete topic ({head[:24]!r})")
-    return head[: end + 1], head[end + 1 :]
-
-
-@dataclasses.dataclass(frozen=True)
-class PubSubSettings:
-    host: str
-    port: int
-    proxy: bool = False
-    connect_timeout: float = 2.0
-    flush_timeout: float = 3.0
-    max_message: int = DEFAULT_MAX_MESSAGE
-    node_id: str = ""
-
-
-def parse_url(url: str, options: dict[str, Any]) -> PubSubSettings:
-    """Settings from a ``zmq+pubsub://HOST:PORT?...`` URL, keyword ``options`` winning."""
-    parts = urlsplit(url)
-    if parts.scheme != "zmq+pubsub":
-        raise ValueError(f"not a zmq+pubsub URL: {url!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"bad port in {url!r}") from None
-    if not parts.hostname or port is None:
-        raise ValueError(f"{url!r} needs host:port (the proxy's XSUB port; XPUB is port + 1)")
-    values: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
-    values.update(options)
-    for key in values:
-        if key not in _OPTIONS:
-            raise ValueError(f"unknown option {key!r}; known: {', '.join(_OPTIONS)}")
-    try:
-        settings = PubSubSettings(
-            host=parts.hostname,
-            port=port,
-            proxy=str(values.get("proxy", "0")).lower() in ("1", "true", "yes"),
-            connect_timeout=float(values.get("connect_timeout", 2.0)),
-            flush_timeout=float(values.get("flush_timeout", 3.0)),
-            max_message=int(values.get("max_message", DEFAULT_MAX_MESSAGE)),
-            node_id=str(values.get("node_id") or ""),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad option in {url!r}: {exc}") from None
-    if port == 0 and not settings.proxy:
-        raise ValueError(f"{url!r}: port 0 only with proxy=1 (a node must find its proxy)")
-    if settings.max_message < 1 or settings.connect_timeout < 0 or settings.flush_timeout < 0:
-        raise ValueError(f"{url!r}: max_message must be positive and timeouts >= 0")
-    return settings
 
 
 class ZmqPubSubLowering:
@@ -231,7 +127,7 @@ class ZmqPubSubLowering:
         return await node.transport.subscribe(pattern, handler, queue)
 
 
-class ZmqPubSubTransport(Transport):
+class ZmqPubSubTransport(PubSubInterest, PubSubReceive, Transport):
     """Publish/subscribe through an XPUB-XSUB proxy (see module docstring)."""
 
     scheme: ClassVar[str] = "zmq+pubsub"
@@ -290,8 +186,7 @@ class ZmqPubSubTransport(Transport):
         self._known_members: set[bytes] = set()
         self._turns: dict[str, int] = {}
         # sequence numbers: sent per topic, last received per (publisher, topic)
-        self._seq: dict[bytes, int] = {}
-        self._last: dict[tuple[str, bytes], int] = {}
+        self._sequences = Sequences()
         self._valid: set[str] = set()
         self._delivering = False
         self._idle = asyncio.Event()
@@ -450,13 +345,7 @@ class ZmqPubSubTransport(Transport):
             self._turns.clear()
         # This node's own subscribers get the message here, at once (as in process),
         # not back through the proxy: the copy the proxy echoes is skipped on arrival.
-        for sub in local:
-            if sub.active:
-                self.stats.delivered += 1
-                try:
-                    await sub.handler(subject, frames, reply_to)
-                except Exception:
-                    log.exception("%s: handler of %s failed on %s", self.id, sub.pattern, subject)
+        await self._deliver(local, subject, frames, reply_to)
 
     async def _send(
         self, topic: bytes, subject: str, reply_to: str | None, parts: Sequence[Any]
@@ -464,11 +353,7 @@ class ZmqPubSubTransport(Transport):
         pub = self._pub
         if pub is None:
             raise TransportClosed(f"transport {self.url} is {self._state}, not running")
-        seq = self._seq.get(topic, 0) + 1
-        if seq == 1 and len(self._seq) > TRACKED:
-            self._seq.clear()
-        self._seq[topic] = seq
-        meta = msgpack.packb([subject, reply_to, self.id, seq])
+        meta = pack_meta(subject, reply_to, self.id, self._sequences.next(topic))
         if not self._connected:
             self.stats.unconnected += 1
         self.stats.published += 1
@@ -496,256 +381,3 @@ class ZmqPubSubTransport(Transport):
             delay = min(delay * 2, SEND_RETRY_MAX)
             if pub.sock.closed:
                 raise TransportClosed(f"transport {self.url} closed while sending")
-
-    async def _barrier(self, subject: str | None) -> None:
-        """Wait until what the proxy forwarded before now has reached this node's XPUB."""
-        topic = bytes([PROBE]) + os.urandom(8)
-        future = self._seen[topic] = asyncio.get_running_loop().create_future()
-        self._subscription(zmq.SUBSCRIBE, topic)
-        try:
-            await asyncio.wait_for(future, self.settings.flush_timeout)
-        except TimeoutError:
-            if subject is not None:
-                log.warning(
-                    "%s: proxy barrier timed out before the verdict on %s", self.id, subject
-                )
-            else:
-                raise
-        finally:
-            self._seen.pop(topic, None)
-            self._subscription(zmq.UNSUBSCRIBE, topic)
-
-    # -- subscribe ---------------------------------------------------------------------
-
-    async def subscribe(
-        self, pattern: str, handler: Handler, queue: str | None = None
-    ) -> Subscription:
-        """Subscribe; returns once the proxy has this node's subscription (``flush_timeout``)."""
-        self._check_open()
-        validate_pattern(pattern)
-        sub = HandlerSubscription(self, pattern, handler, queue)
-        if queue is None:
-            self._local.add(pattern, sub)
-            topics = [plain_prefix(pattern), bytes([ANNOUNCE]) + pattern.encode()]
-        else:
-            SubjectTable().add(pattern, None, queue)  # validates the queue name
-            topic = member_topic(queue, pattern, os.urandom(6).hex())
-            self._members[topic] = sub
-            topics = [topic]
-        self._topic_of[sub] = topics
-        waits = [self._add_topic(t) for t in topics]
-        pending = [w for w in waits if w is not None and not w.done()]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=self.settings.flush_timeout)
-            if late:
-                log.warning("%s: the proxy did not confirm %s in time", self.id, pattern)
-        return sub
-
-    def _add_topic(self, topic: bytes) -> asyncio.Future[None] | None:
-        count = self._refs.get(topic, 0)
-        self._refs[topic] = count + 1
-        if count:
-            return self._seen.get(topic)
-        assert self._sub is not None
-        future = None
-        if topic[0] != PLAIN:  # announcements and members come back through the XPUB
-            future = self._seen[topic] = asyncio.get_running_loop().create_future()
-        self._subscription(zmq.SUBSCRIBE, topic)
-        return future
-
-    def _forget(self, sub: HandlerSubscription) -> None:
-        topics = self._topic_of.pop(sub, None)
-        if topics is None:
-            return
-        if sub.queue is None:
-            self._local.remove(sub.pattern, sub)
-        else:
-            self._members.pop(topics[0], None)
-        for topic in topics:
-            count = self._refs.get(topic, 0) - 1
-            if count > 0:
-                self._refs[topic] = count
-                continue
-            self._refs.pop(topic, None)
-            self._seen.pop(topic, None)
-            self._subscription(zmq.UNSUBSCRIBE, topic)
-            for key in [k for k in self._last if k[1].startswith(topic)]:
-                del self._last[key]
-
-    # -- what the mesh wants (this node's XPUB) ----------------------------------------
-
-    def _subscription(self, option: int, topic: bytes) -> None:
-        """(Un)subscribe the SUB socket; a socket option may eat an edge of its FD."""
-        sub = self._sub
-        if sub is not None and not sub.sock.closed:
-            sub.sock.setsockopt(option, topic)
-            sub.kick()
-            if self._pub is not None:
-                self._pub.kick()
-
-    def _on_interest(self, parts: list[zmq.Frame]) -> None:
-        message = parts[0].bytes
-        if message:
-            self._interest_changed(message[0] == 1, message[1:])
-
-    def _on_proxy_event(self, parts: list[zmq.Frame]) -> None:
-        """Follow the XPUB's connection: publishes while it is down are counted."""
-        event = parse_monitor_message([p.bytes for p in parts])["event"]
-        up = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
-        if up != self._connected:
-            log.log(
-                logging.INFO if up else logging.WARNING,
-                "%s: proxy %s %s",
-                self.id,
-                self.address,
-                "connected" if up else "unreachable; publishes queue until it is back",
-            )
-        self._connected = up
-        if not up:  # a restarted proxy forwards every live subscription anew
-            self._interest.clear()
-            self._patterns.clear()
-            self._known_members.clear()
-
-    def _interest_changed(self, on: bool, topic: bytes) -> None:
-        if not topic:  # the proxy's own subscription to everything: it is there
-            if on and self._proxy_seen is not None:
-                self._proxy_seen.set()
-            return
-        kind = topic[0]
-        try:
-            if kind == ANNOUNCE:
-                pattern = validate_pattern(topic[1:].decode())
-                if on and pattern not in self._patterns:
-                    self._patterns.add(pattern)
-                    self._interest.add(pattern, pattern)
-                elif not on and pattern in self._patterns:
-                    self._patterns.discard(pattern)
-                    self._interest.remove(pattern, pattern)
-            elif kind == MEMBER:
-                queue, pattern, _member = topic[1:-1].decode().split("\x00")
-                if on and topic not in self._known_members:
-                    self._interest.add(validate_pattern(pattern), topic, queue)
-                    self._known_members.add(topic)
-                elif not on and topic in self._known_members:
-                    self._known_members.discard(topic)
-                    self._interest.remove(pattern, topic, queue)
-        except (ValueError, UnicodeDecodeError) as exc:
-            log.debug("%s: ignoring a foreign subscription %r: %s", self.id, topic[:64], exc)
-            return
-        if on:
-            future = self._seen.get(topic)
-            if future is not None and not future.done():
-                future.set_result(None)
-
-    # -- receiving -----------------------------------------------------------------------
-
-    def _on_message(self, parts: list[zmq.Frame]) -> None:
-        self._inbox.append(parts)
-        self._arrived.set()
-        if len(self._inbox) >= RECV_QUEUE and self._sub is not None:
-            self._sub.pause()  # the SUB's high-water mark then fills; the proxy drops
-
-    async def _read(self) -> None:
-        inbox = self._inbox
-        with contextlib.suppress(asyncio.CancelledError):
-            while self._state == "running":
-                if not inbox:
-                    self._arrived.clear()
-                    await self._arrived.wait()
-                    continue
-                parts = inbox.popleft()
-                sub = self._sub
-                if sub is not None and sub.paused and len(inbox) <= RECV_QUEUE // 2:
-                    sub.resume()
-                self._delivering = True
-                self._idle.clear()
-                try:
-                    await self._dispatch(parts)
-                except Exception:  # a bug, not the peer's fault: keep receiving
-                    log.exception("%s: delivering a message failed", self.id)
-                finally:
-                    self._delivering = False
-                    self._idle.set()
-                del parts
-
-    async def _dispatch(self, parts: list[zmq.Frame]) -> None:
-        head = parts[0].bytes
-        topic = head
-        try:
-            topic, packed = split_head(head)
-            try:
-                subject, reply_to, publisher, seq = msgpack.unpackb(packed)[:4]
-            except Exception:
-                raise LinkProtocolError(
-                    "frame 0 has no msgpack meta [subject, reply_to, publisher, seq] "
-                    "after its topic"
-                ) from None
-            if not (
-                isinstance(subject, str)
-                and isinstance(publisher, str)
-                and isinstance(seq, int)
-                and (reply_to is None or isinstance(reply_to, str))
-            ):
-                raise LinkProtocolError("the meta frame has fields of the wrong type")
-            frames = incoming(parts[1:], self._limits)
-        except LinkProtocolError as exc:
-            self._bad(str(exc), topic, parts)
-            return
-        if publisher == self.id:
-            return  # delivered here when it was published
-        self._count_gap(publisher, topic, seq)
-        if topic[0] == MEMBER:
-            member = self._members.get(topic)
-            if member is None or not member.active:
-                self.stats.orphaned += 1
-                return
-            targets: Sequence[HandlerSubscription] = (member,)
-        else:
-            if topic != plain_topic(subject):
-                self._bad(f"subject {subject!r} does not match its topic", topic, parts)
-                return
-            try:
-                validate_subject(subject)
-            except InvalidSubject as exc:
-                self._bad(f"invalid subject: {exc}", topic, parts)
-                return
-            targets = self._local.match(subject).plain
-        for target in targets:
-            if target.active:
-                self.stats.delivered += 1
-                try:
-                    await target.handler(subject, frames, reply_to)
-                except Exception:
-                    log.exception(
-                        "%s: handler of %s failed on %s", self.id, target.pattern, subject
-                    )
-
-    def _count_gap(self, publisher: str, topic: bytes, seq: int) -> None:
-        key = (publisher, topic)
-        last = self._last.get(key)
-        if last is None and len(self._last) > TRACKED:
-            self._last.clear()
-        self._last[key] = seq
-        if last is not None and seq > last + 1:
-            lost = seq - last - 1
-            self.stats.gaps += lost
-            log.warning(
-                "%s: %d message(s) from %s on %r lost between the proxy and this node "
-                "(its high-water mark: this node reads too slowly)",
-                self.id,
-                lost,
-                publisher,
-                topic[1:].split(b"\x00")[0].decode(errors="replace"),
-            )
-
-    def _bad(self, reason: str, topic: bytes, parts: list[zmq.Frame]) -> None:
-        self.stats.bad_frames += 1
-        log.error("%s: refused a message from the proxy %s: %s", self.id, self.address, reason)
-        preview = topic[:32].hex()
-        frames = tuple(p.bytes for p in parts[1:])
-        report = BadFrame(f"zmq+pubsub proxy {self.address}", reason, None, frames, preview)
-        for hook in list(self.on_bad_frame):
-            try:
-                hook(report)
-            except Exception:
-                log.exception("%s: on_bad_frame hook failed", self.id)

@@ -1,0 +1,251 @@
+"""Subscriptions of a NATS transport: groups sharing one server subscription, and delivery.
+
+A mixin of :class:`~synaptic_mesh.transports.nats.NatsTransport` (and so of
+``nats+js://``), kept apart so that the transport module holds lifecycle,
+publishing and the ``subscribe`` entry point; it uses the transport's client,
+settings and subject map.
+
+``subscribe`` returns once the server has the subscription (a PING/PONG
+round trip after a new one), so an ask sent right after a remote ``spawn``
+finds its actor. A node's subscriptions sharing a pattern and queue share one
+server subscription; the transport hands each message to them in subscription
+order (or in turn, for a queue group). ``publish`` to a subject this node
+subscribes to itself returns once the message is back in those
+subscriptions (a PING/PONG), so a node waiting for idleness sees it.
+
+Handlers run in each group's own task (nats-py's), in order; a slow
+handler lets the client hold up to ``pending_msgs`` messages for it, after
+which the client drops them (NATS' slow consumer rule), counted in
+``stats.slow_consumer_drops``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import nats.errors
+
+from synaptic_mesh.runtime.subjects import SubjectTable
+from synaptic_mesh.transports.base import NO_RESPONDERS, BadFrame, Handler, Subscription
+from synaptic_mesh.transports.nats_frames import (
+    FRAMES_HEADER,
+    NO_RESPONDERS_STATUS,
+    REPLY_HEADER,
+    STATUS_HEADER,
+    FrameError,
+    unpack,
+)
+from synaptic_mesh.transports.nats_options import NatsSettings, SubjectMap
+from synaptic_mesh.transports.nats_stats import NatsStats
+
+log = logging.getLogger("synaptic_mesh.nats")
+
+
+class NatsSubscription(Subscription):
+    """One mesh subscription: a handler in a :class:`SubscriptionGroup`, or its own nats-py one."""
+
+    __slots__ = ("_owner", "active", "group", "handler", "nats_sub", "pattern", "queue")
+
+    def __init__(
+        self, owner: NatsDelivery, pattern: str, handler: Handler, queue: str | None
+    ) -> None:
+        self._owner = owner
+        self.pattern = pattern
+        self.queue = queue
+        self.handler = handler
+        self.active = True
+        self.group: SubscriptionGroup | None = None
+        self.nats_sub: Any = None
+
+    async def unsubscribe(self) -> None:
+        if not self.active:
+            return
+        self.active = False
+        await self._owner._detach(self)
+
+
+class SubscriptionGroup:
+    """The subscriptions of one transport sharing a ``(pattern, queue)``: one NATS subscription.
+
+    The server sends each message once per connection and key; the group
+    hands it to every member in subscription order, or, for a queue group,
+    to one member in turn. So the server holds one subscription per key and
+    node, and the members of a node hear a message in the order they
+    subscribed (NATS' own fan-out order between subscriptions is not defined).
+    """
+
+    __slots__ = ("members", "nats_sub", "pattern", "queue", "turn")
+
+    def __init__(self, pattern: str, queue: str | None) -> None:
+        self.pattern = pattern
+        self.queue = queue
+        self.members: list[NatsSubscription] = []
+        self.nats_sub: Any = None
+        self.turn = 0
+
+
+class NatsDelivery:
+    """Join and leave groups, and hand each message of a group to its members."""
+
+    url: str
+    settings: NatsSettings
+    subjects: SubjectMap
+    stats: NatsStats
+    on_bad_frame: list[Callable[[BadFrame], Any]]
+    _nc: Any
+    _state: str
+    _subs: dict[NatsSubscription, None]
+    _groups: dict[tuple[str, str | None], SubscriptionGroup]
+    _local: SubjectTable[SubscriptionGroup]
+
+    async def _join(self, sub: NatsSubscription) -> None:
+        """Add ``sub`` to the group of its key, subscribing on the server for a new key."""
+        key = (sub.pattern, sub.queue)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = SubscriptionGroup(sub.pattern, sub.queue)
+            self._local.add(sub.pattern, group)
+            try:
+                group.nats_sub = await self._nc.subscribe(
+                    self.subjects.wire(sub.pattern),
+                    queue=sub.queue or "",
+                    cb=self._callback(group),
+                    pending_msgs_limit=self.settings.pending_msgs,
+                    pending_bytes_limit=self.settings.pending_bytes,
+                )
+            except BaseException:
+                self._drop_group(group)
+                raise
+            await self._confirm()
+        group.members.append(sub)
+        sub.group = group
+
+    async def _confirm(self) -> None:
+        """Wait until the server has applied what was sent (a PING/PONG round trip).
+
+        After a new subscription: a publish from any other connection made
+        after ``subscribe`` returned then finds it (no "no responders" for an
+        ask sent right after a remote ``spawn``). Skipped while disconnected:
+        the client sends the subscription again on reconnect.
+        """
+        if self._nc.is_connected:
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError, OSError):
+                await self._nc.flush(timeout=max(1, int(self.settings.connect_timeout)))
+
+    def _drop_group(self, group: SubscriptionGroup) -> None:
+        key = (group.pattern, group.queue)
+        if self._groups.get(key) is group:
+            del self._groups[key]
+            self._local.remove(group.pattern, group)
+
+    async def _detach(self, sub: NatsSubscription) -> None:
+        self._subs.pop(sub, None)
+        group, sub.group = sub.group, None
+        nats_sub = sub.nats_sub
+        if group is not None:
+            if sub in group.members:
+                group.members.remove(sub)
+            if group.members:
+                return
+            self._drop_group(group)
+            nats_sub = group.nats_sub
+        sub.nats_sub = None
+        if nats_sub is not None and self._state == "running":
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError, OSError):
+                await nats_sub.unsubscribe()
+
+    def _callback(self, group: SubscriptionGroup) -> Callable[[Any], Any]:
+        """The nats-py callback of a group: the receive hot path."""
+        members = group.members
+        mesh = self.subjects.mesh
+        read = self._read
+        url = self.url
+
+        async def on_message(msg: Any) -> None:
+            if not members:
+                return
+            if msg.headers is None:
+                frames: Sequence[Any] = (msg.data,)
+                reply = msg.reply
+            else:
+                got = read(msg)
+                if got is None:
+                    return
+                frames, reply = got
+            subject = mesh(msg.subject)
+            reply_to = mesh(reply) if reply else None
+            if group.queue is None:
+                chosen = members if len(members) == 1 else list(members)
+            else:
+                group.turn += 1
+                chosen = [members[group.turn % len(members)]]
+            for sub in chosen:
+                if sub.active:
+                    try:
+                        await sub.handler(subject, frames, reply_to)
+                    except Exception:
+                        log.exception("%s: handler of %s failed on %s", url, sub.pattern, subject)
+
+        return on_message
+
+    async def _echo(self, subject: str) -> None:
+        """Return once this node's own subscriptions matching ``subject`` hold the message.
+
+        A PING/PONG round trip: the server answers the PING after it sent us
+        every message of the publish before it, so they are in the
+        subscriptions' queues; then let those queues be taken. This is what
+        lets a node that waits for idleness see a message it sent itself.
+        """
+        nc = self._nc
+        if not nc.is_connected:
+            return
+        try:
+            await nc.flush(timeout=max(1, int(self.settings.drain_timeout)))
+        except (TimeoutError, nats.errors.Error, OSError):
+            return
+        match = self._local.match(subject)
+        groups = [g for g in match.plain if g.nats_sub is not None]
+        for _ in range(100):
+            if not any(g.nats_sub.pending_msgs for g in groups):
+                break
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    def _read(self, msg: Any) -> tuple[Sequence[Any], str | None] | None:
+        """Frames and reply subject of a message with headers; ``None`` if refused."""
+        headers = msg.headers
+        status = headers.get(STATUS_HEADER)
+        if status is not None:
+            if status == NO_RESPONDERS_STATUS and not msg.data:
+                return NO_RESPONDERS, None
+            log.debug("%s: status %s on %s ignored", self.url, status, msg.subject)
+            return None
+        reply = headers.get(REPLY_HEADER) or msg.reply
+        lengths = headers.get(FRAMES_HEADER)
+        if lengths is None:
+            return (msg.data,), reply
+        try:
+            return unpack(msg.data, lengths), reply
+        except FrameError as exc:
+            self._bad_frame(msg, str(exc))
+            return None
+
+    def _bad_frame(self, msg: Any, reason: str) -> None:
+        """Report a message that cannot be read; the node dead-letters it."""
+        self.stats.bad_frames += 1
+        log.warning("%s: refused a message on %s: %s", self.url, msg.subject, reason)
+        bad = BadFrame(
+            peer=f"nats publisher on {msg.subject}",
+            reason=reason,
+            subject=self.subjects.mesh(msg.subject),
+            preview=bytes(msg.data[:48]).hex(),
+        )
+        for hook in list(self.on_bad_frame):
+            try:
+                hook(bad)
+            except Exception:
+                log.exception("%s: bad-frame hook %r failed", self.url, hook)
