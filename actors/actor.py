@@ -60,7 +60,12 @@ class AgentActor:
     def _mesh_wrap_handlers(
         cls, table: dict[type, Callable[..., Any]]
     ) -> dict[type, Callable[..., Any]]:
-        return table
+        return {message_type: cls._mesh_wrap_handler(fn) for message_type, fn in table.items()}
+
+    @classmethod
+    def _mesh_wrap_handler(cls, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """An ``@on`` or ``@subscribe`` method as the cell calls it: ``await f(actor, msg)``."""
+        return fn
 
     # -- identity ----------------------------------------------------------
 

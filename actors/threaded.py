@@ -66,16 +66,13 @@ class ThreadedAgentActor(AgentActor):
     _mesh_loop: asyncio.AbstractEventLoop
 
     @classmethod
-    def _mesh_wrap_handlers(
-        cls, table: dict[type, Callable[..., Any]]
-    ) -> dict[type, Callable[..., Any]]:
-        def in_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
-            async def call(actor: ThreadedAgentActor, message: Any) -> Any:
-                return await actor._mesh_in_thread(fn, actor, message)
+    def _mesh_wrap_handler(cls, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Run the plain ``def`` handler in the actor's thread; the cell awaits it."""
 
-            return call
+        async def call(actor: ThreadedAgentActor, message: Any) -> Any:
+            return await actor._mesh_in_thread(fn, actor, message)
 
-        return {message_type: in_thread(fn) for message_type, fn in table.items()}
+        return call
 
     async def _mesh_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         host = self._mesh_host

@@ -330,7 +330,7 @@ class Node(NodeSupervision, NodeInbound):
             )
         )
         for spec in cell.actor_class._mesh_subscriptions:
-            handler = getattr(cell.actor_class, spec.method)
+            handler = cell.actor_class._mesh_wrap_handler(getattr(cell.actor_class, spec.method))
             cell.subscriptions.append(
                 await self.transport.subscribe(
                     spec.pattern, partial(self._on_subscribed_frames, cell, handler), spec.queue

@@ -257,6 +257,25 @@ class Blocking(ThreadedAgentActor):
     def crash(self, msg: Crash) -> Verdict:
         return self.ask("core.gemini", Verify(msg.why), timeout=5)
 
+    @subscribe("claims.*")
+    def overheard(self, msg: Verify) -> None:
+        time.sleep(0.01)  # blocking here must not block the loop either
+        self.threads.add(threading.current_thread().name)
+        self.heard = msg.claim
+
+
+async def test_threaded_actor_runs_subscribe_handlers_in_its_thread(no_leaks) -> None:
+    async with Node() as node:
+        ref = await node.spawn(Blocking, "core.blocking")
+        actor = node._local["core.blocking"].actor
+        assert isinstance(actor, Blocking)
+        await node.publish("claims.new", Verify("overheard"))
+        await ref.ask(Verify("sync"), timeout=5)  # after the publish in the mailbox
+        assert getattr(actor, "heard", None) == "overheard"
+        assert threading.current_thread().name not in actor.threads
+        assert len(actor.threads) == 1
+    await no_leaks()
+
 
 async def test_threaded_actor_runs_blocking_handlers_off_the_loop(no_leaks) -> None:
     async with Node() as node:
