@@ -6,9 +6,10 @@ pykka ``ThreadingActor`` of their own; its mailbox, address and supervision
 are the same as any actor's. Messages still reach it one at a time, in order:
 the cell awaits each handler's completion before taking the next message.
 
-From inside a handler, ``ask``, ``tell`` and ``publish`` are blocking calls
-that run on the node's event loop and wait for it. A threaded actor that asks
-itself deadlocks until the ask times out, as a blocked thread would.
+From inside a handler, ``ask``, ``tell``, ``publish``, ``survey`` and ``feed``
+are blocking calls that run on the node's event loop and wait for it. A
+threaded actor that asks itself deadlocks until the ask times out, as a
+blocked thread would.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from synaptic_mesh.actors.actor import AgentActor
 from synaptic_mesh.actors.ref import DEFAULT_ASK_TIMEOUT
+
+if TYPE_CHECKING:
+    from synaptic_mesh.patterns.survey import SurveyResult
 
 
 class _PykkaHost(pykka.ThreadingActor):
@@ -149,3 +153,20 @@ class ThreadedAgentActor(AgentActor):
     def publish(self, topic: str, message: Any) -> None:  # type: ignore[override]
         """Blocking publish."""
         self._mesh_run(self.node.publish(topic, message, sender=self.subject))
+
+    def survey(  # type: ignore[override]
+        self, group: str, question: Any, *, timeout: float = 10.0, quorum: int | None = None
+    ) -> SurveyResult:
+        """Blocking survey; returns as ``AgentActor.survey`` does."""
+        return self._mesh_run(
+            AgentActor.survey(self, group, question, timeout=timeout, quorum=quorum)
+        )
+
+    def feed(  # type: ignore[override]
+        self, pipeline: str, item: Any, *, timeout: float | None = None
+    ) -> None:
+        """Blocking feed: returns once the pipeline's first stage took ``item``."""
+        self._mesh_run(AgentActor.feed(self, pipeline, item, timeout=timeout))
+
+    # Not yet offered from a thread: subscribe, join_bus, hotline and feeder (they hand
+    # out objects used from the event loop); use @subscribe, or an AgentActor.

@@ -16,11 +16,14 @@ from synaptic_mesh import (
     DeadLetter,
     Node,
     NoResponders,
+    Pipeline,
     RemoteError,
+    Stage,
     ThreadedAgentActor,
     TransportClosed,
     message,
     on,
+    respond,
     subscribe,
 )
 
@@ -339,3 +342,45 @@ async def test_shutdown_timeout_cancels_a_stuck_handler_and_fails_its_asker() ->
     assert time.monotonic() - started < 1.0
     with pytest.raises(TransportClosed, match="stopped before replying"):
         await pending
+
+
+@message(name="test_actor.Poll")
+class Poll:
+    question: str
+
+
+class Pollster(ThreadedAgentActor):
+    """Surveys a council and feeds a pipeline from its thread."""
+
+    @on(Poll)
+    def poll(self, msg: Poll) -> list[str]:
+        result = self.survey("council", Verify(msg.question), timeout=5, quorum=3)
+        self.feed("tally", Verdict(True, msg.question), timeout=5)
+        return sorted(vote.value.claim for vote in result)
+
+
+class Councillor(AgentActor):
+    @respond("council")
+    async def vote(self, msg: Verify) -> Verify:
+        return Verify(f"{self.subject}: {msg.claim}")
+
+
+async def test_threaded_actor_surveys_and_feeds_from_its_thread(no_leaks) -> None:
+    tallied: list[Verdict] = []
+
+    async def tally(verdict: Verdict) -> None:
+        tallied.append(verdict)
+
+    async with Node() as node:
+        for n in range(3):
+            await node.spawn(Councillor, f"council.c{n}")
+        await node.start_supervisor(Pipeline("tally", [Stage("count", tally)]))
+        ref = await node.spawn(Pollster, "core.pollster")
+        votes = await ref.ask(Poll("cheap?"), timeout=10)
+        assert votes == [f"council.c{n}: cheap?" for n in range(3)]
+        for _ in range(100):
+            if tallied:
+                break
+            await asyncio.sleep(0.01)
+        assert tallied == [Verdict(True, "cheap?")]
+    await no_leaks()
