@@ -5,7 +5,9 @@ the floor's client (a hand-written asyncio ``Protocol``), :class:`MeshClient`
 a ``Node`` on the transport under test. Both clients offer the same three
 measurements so the bench drives them alike: ``rtt`` (sequential round trips,
 microseconds each), ``oneway`` (messages per second, counted by the far side)
-and, for nodes, ``bulk`` (seconds for one 100 MB ask).
+and ``bulk`` (seconds for one 100 MB transfer: an ask for a node; for the
+floor, one length-prefixed frame written from the array's buffer and the far
+side's 8-byte acknowledgement once it has all of it).
 """
 
 from __future__ import annotations
@@ -127,6 +129,21 @@ class RawClient(asyncio.Protocol):
         elapsed = time.perf_counter() - t0
         assert count == n, f"the floor counted {count} of {n}"
         return n / elapsed
+
+    async def bulk(self, data: Any) -> float:
+        assert self.transport is not None
+        view = memoryview(data).cast("B")
+        t0 = time.perf_counter()
+        self.reply = asyncio.get_running_loop().create_future()
+        self.transport.write(_LEN.pack(len(view) + 1) + b"B")
+        self.transport.write(view)
+        reply = await self.reply
+        elapsed = time.perf_counter() - t0
+        (length,) = _COUNT.unpack(reply)
+        assert length == len(view) + 1, f"the floor acknowledged {length} of {len(view) + 1} bytes"
+        if self.writable is not None:  # the acknowledgement can overtake resume_writing
+            await self.writable
+        return elapsed
 
     async def close(self) -> None:
         if self.transport is not None:

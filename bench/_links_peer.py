@@ -9,7 +9,8 @@ prints ``READY <address>`` and runs until its stdin closes.
 The raw floor is what an application would write by hand with asyncio and no
 framework: a 4-byte big-endian length, then the payload, whose first byte
 says what to do: ``E`` echo the frame back, ``C`` count it, ``R`` reply with
-the count (8 bytes) and reset it.
+the count (8 bytes) and reset it, ``B`` (a bulk transfer) reply with the
+frame's length (8 bytes) once all of it arrived.
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ class RawServer(asyncio.Protocol):
                 self.transport.write(bytes(buffer[start : start + 4 + length]))
             elif kind == 0x43:  # C
                 self.count += 1
+            elif kind == 0x42:  # B: a bulk frame, acknowledged with its length, not copied
+                assert self.transport is not None
+                self.transport.write(_LEN.pack(8) + _COUNT.pack(length))
             else:  # R
                 assert self.transport is not None
                 self.transport.write(_LEN.pack(8) + _COUNT.pack(self.count))

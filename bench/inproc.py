@@ -9,6 +9,11 @@ process, interleaved round by round, and judges the runtime by ratios:
   and >= 5x ``pykka``;
 - ask p50 of ``synaptic_mesh`` <= 2x the floor's.
 
+AutoGen-core's ``SingleThreadedAgentRuntime`` joins the peers when
+``autogen-core`` is installed (it is not a dependency); otherwise the run
+says why it is absent. ``--json`` writes every figure with its floor, spread
+and the targets, which ``synaptic-mesh bench`` (``bench/matrix.py``) reads.
+
 Run ``python -m synaptic_mesh.bench.inproc --help``; ``bench/README.md`` says
 what each peer is and how to read the output.
 """
@@ -56,6 +61,10 @@ ASK_TIMEOUT = 10.0
 """A real ask always has a timeout; it costs the runtime a timer per ask, so the bench pays it."""
 FLOOR = "handactor_waiter"
 RUNTIME = "synaptic_mesh"
+AUTOGEN = "autogen_core"
+AUTOGEN_TELLS = 20_000
+"""AutoGen-core handles about 10k tells/s here: a trial of 200k would take 20 s, so it gets
+at most this many (its rate is still messages per second, from a shorter burst)."""
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop] | None
 
@@ -326,6 +335,75 @@ def pykka_ask(msgs: list[Ping]) -> list[int]:
         ref.stop()
 
 
+def autogen_trials() -> (
+    tuple[Callable[[list[Ping]], Awaitable[float]], Callable[[list[Ping]], Awaitable[list[int]]]]
+    | str
+):
+    """AutoGen-core's in-process runtime as a peer, or why it cannot be one.
+
+    ``SingleThreadedAgentRuntime`` with one ``RoutedAgent`` whose
+    ``@message_handler`` feeds a :class:`Sink`. Tell is ``publish_message`` to
+    a topic the agent type subscribes to (AutoGen's fire-and-forget send; it is
+    a coroutine, so each one is awaited); ask is ``send_message`` to the
+    agent's id, which returns the handler's reply. The runtime is started
+    before and stopped after each trial, off the clock.
+    """
+    try:
+        import autogen_core as ag
+    except ImportError as exc:
+        return f"autogen-core is not installed ({exc})"
+
+    class AutogenSink(ag.RoutedAgent):  # type: ignore[misc]
+        def __init__(self, sink: Sink) -> None:
+            super().__init__("synaptic_mesh bench sink")
+            self.sink = sink
+
+        async def ping(self, message: Any, ctx: Any) -> int:
+            return self.sink.handle(message)
+
+        # AutoGen routes by the handler's resolved type hints: give it the real classes.
+        ping.__annotations__ = {"message": Ping, "ctx": ag.MessageContext, "return": int}
+        ping = ag.message_handler(ping)
+
+    async def started(sink: Sink) -> Any:
+        runtime = ag.SingleThreadedAgentRuntime()
+        await AutogenSink.register(runtime, "bench_sink", lambda: AutogenSink(sink))
+        await runtime.add_subscription(ag.TypeSubscription("bench", "bench_sink"))
+        runtime.start()
+        return runtime
+
+    async def tell(msgs: list[Ping]) -> float:
+        done, signal = _loop_done(asyncio.get_running_loop())
+        runtime = await started(Sink(len(msgs), signal))
+        topic = ag.TopicId("bench", "default")
+        publish = runtime.publish_message
+        try:
+            gc.collect()
+            start = time.perf_counter()
+            for msg in msgs:
+                await publish(msg, topic)
+            await done
+            return time.perf_counter() - start
+        finally:
+            await runtime.stop()
+
+    async def ask(msgs: list[Ping]) -> list[int]:
+        runtime = await started(Sink(-1, None))
+        agent = ag.AgentId("bench_sink", "default")
+        send = runtime.send_message
+
+        def one(msg: Ping) -> Awaitable[int]:
+            return send(msg, agent)  # type: ignore[no-any-return]
+
+        try:
+            gc.collect()
+            return await _ask_all(one, msgs)
+        finally:
+            await runtime.stop()
+
+    return tell, ask
+
+
 # -- the harness ------------------------------------------------------------------
 
 
@@ -337,9 +415,11 @@ class Peer:
     on_loop: bool
     tell: Callable[[list[Ping]], float]
     ask: Callable[[list[Ping]], list[int]]
+    max_tells: int | None = None  # a slow peer gets a shorter burst (its rate is still per second)
     tell_rates: list[float] = dataclasses.field(default_factory=list)
     ask_p50_us: list[float] = dataclasses.field(default_factory=list)
     ask_p99_us: list[float] = dataclasses.field(default_factory=list)
+    ask_p999_us: list[float] = dataclasses.field(default_factory=list)
 
     def series(self, metric: str) -> list[float]:
         """Per-round values of ``metric`` (``tell`` or ``ask_p50``), in round order."""
@@ -363,22 +443,40 @@ def _on_loop(
     return run
 
 
-def build_peers(factory: LoopFactory) -> list[Peer]:
-    """The contenders, runtime first; the asyncio ones run on loops made by ``factory``."""
+def build_peers(factory: LoopFactory) -> tuple[list[Peer], str | None]:
+    """The contenders, runtime first, and why AutoGen-core is absent (``None``: it is there).
+
+    The asyncio-based ones run on loops made by ``factory``.
+    """
     hand_tell, hand_ask = _hand_trials(HandActor)
     queue_tell, queue_ask = _hand_trials(QueueActor)
-    return [
+    peers = [
         Peer(RUNTIME, True, _on_loop(mesh_tell, factory), _on_loop(mesh_ask, factory)),
         Peer(FLOOR, True, _on_loop(hand_tell, factory), _on_loop(hand_ask, factory)),
         Peer("asyncio_queue", True, _on_loop(queue_tell, factory), _on_loop(queue_ask, factory)),
         Peer("pykka", False, pykka_tell, pykka_ask),
     ]
+    autogen = autogen_trials()
+    if isinstance(autogen, str):
+        return peers, autogen
+    ag_tell, ag_ask = autogen
+    peers.append(
+        Peer(
+            AUTOGEN,
+            True,
+            _on_loop(ag_tell, factory),
+            _on_loop(ag_ask, factory),
+            max_tells=AUTOGEN_TELLS,
+        )
+    )
+    return peers, None
 
 
 def run_round(peers: list[Peer], tells: list[Ping], asks: list[Ping], *, record: bool) -> None:
     """One tell and one ask trial per peer, back to back, so load drift hits all peers alike."""
     for peer in peers:
-        rate = len(tells) / peer.tell(tells)
+        burst = tells[: peer.max_tells] if peer.max_tells else tells
+        rate = len(burst) / peer.tell(burst)
         latencies = sorted(peer.ask(asks))
         p50 = percentile(latencies, 50) / 1000
         p99 = percentile(latencies, 99) / 1000
@@ -386,6 +484,7 @@ def run_round(peers: list[Peer], tells: list[Ping], asks: list[Ping], *, record:
             peer.tell_rates.append(rate)
             peer.ask_p50_us.append(p50)
             peer.ask_p99_us.append(p99)
+            peer.ask_p999_us.append(percentile(latencies, 99.9) / 1000)
         print(
             f"  {peer.name:<17} tell {fmt_rate(rate):>10} msgs/s"
             f"   ask p50 {fmt_us(p50):>6} us  p99 {fmt_us(p99):>6} us",
@@ -419,13 +518,20 @@ TARGETS = (
     Target("tell throughput vs asyncio_queue", "tell", RUNTIME, "asyncio_queue", None),
     Target("tell throughput vs pykka", "tell", RUNTIME, "pykka", 5.0),
     Target("ask p50 vs floor", "ask_p50", RUNTIME, FLOOR, 2.0, at_least=False),
+    Target("tell throughput vs autogen_core", "tell", RUNTIME, AUTOGEN, None),
+    Target("ask p50 vs autogen_core", "ask_p50", RUNTIME, AUTOGEN, None, at_least=False),
 )
 
 
 def judge(peers: dict[str, Peer]) -> list[Target]:
-    """Each target's ratio of medians, and the same ratio round by round (paired runs)."""
+    """Each target's ratio of medians, and the same ratio round by round (paired runs).
+
+    A target naming a peer that did not run (AutoGen-core not installed) is left out.
+    """
     judged = []
     for spec in TARGETS:
+        if spec.numerator not in peers or spec.denominator not in peers:
+            continue
         top = peers[spec.numerator].series(spec.metric)
         bottom = peers[spec.denominator].series(spec.metric)
         judged.append(
@@ -447,6 +553,7 @@ def report(peers: list[Peer], targets: list[Target], loop_name: str) -> str:
             fmt_pct(spread(peer.tell_rates)),
             fmt_us(median(peer.ask_p50_us)),
             fmt_us(median(peer.ask_p99_us)),
+            fmt_us(median(peer.ask_p999_us)),
             fmt_pct(spread(peer.ask_p50_us)),
             str(len(peer.tell_rates)),
         ]
@@ -459,11 +566,12 @@ def report(peers: list[Peer], targets: list[Target], loop_name: str) -> str:
             "tell spread",
             "ask p50 us",
             "ask p99 us",
+            "ask p99.9 us",
             "ask p50 spread",
             "runs",
         ],
         rows,
-        [False, True, True, True, True, True, True],
+        [False, True, True, True, True, True, True, True],
     )
     goal_rows = []
     for t in targets:
@@ -546,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tells = [Ping(i) for i in range(args.messages)]
     asks = tells[: args.asks] if args.asks <= len(tells) else [Ping(i) for i in range(args.asks)]
-    peers = build_peers(factory)
+    peers, autogen_absent = build_peers(factory)
     load_before = _load()
     print(
         f"synaptic_mesh in-process bench: Python {platform.python_version()} "
@@ -560,6 +668,10 @@ def main(argv: list[str] | None = None) -> int:
         f"the peers; gc enabled, collected before each trial",
         flush=True,
     )
+    if autogen_absent:
+        print(f"{AUTOGEN}: left out: {autogen_absent}", flush=True)
+    else:
+        print(f"{AUTOGEN}: tell bursts of at most {AUTOGEN_TELLS:,} messages", flush=True)
     try:
         print("warm-up:", flush=True)
         run_round(peers, tells, asks, record=False)
@@ -573,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nload avg before {load_before}, after {load_after}\n")
     print(report(peers, targets, loop_name))
     if args.json:
-        write_json(args, peers, targets, loop_name, (load_before, load_after))
+        write_json(args, peers, targets, loop_name, (load_before, load_after), autogen_absent)
         print(f"\nwrote {args.json}")
     missed = any(t.verdict == "MISS" for t in targets)
     return 1 if args.strict and missed else 0
@@ -585,8 +697,13 @@ def write_json(
     targets: list[Target],
     loop_name: str,
     load: tuple[str, str],
+    autogen_absent: str | None = None,
 ) -> None:
-    """``--json``: the settings, every run's figures and the verdicts, for tracking over time."""
+    """``--json``: the settings, every run's figures and the verdicts, for tracking over time.
+
+    ``floor`` and ``runtime`` name the peers the targets compare; ``absent``
+    says why a peer that could join (AutoGen-core) did not.
+    """
     data = {
         "bench": "inproc",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -601,10 +718,14 @@ def write_json(
         "chunk": CHUNK,
         "mesh_capacity": args.messages + 1,
         "ask_timeout_s": ASK_TIMEOUT,
+        "runtime": RUNTIME,
+        "floor": FLOOR,
+        "absent": {AUTOGEN: autogen_absent} if autogen_absent else {},
         "peers": {
             peer.name: {
                 "label": peer.label(loop_name),
                 "loop": loop_name if peer.on_loop else "thread",
+                "tell_messages": min(args.messages, peer.max_tells or args.messages),
                 "tell_msgs_per_s": {
                     "runs": peer.tell_rates,
                     "median": median(peer.tell_rates),
@@ -613,9 +734,12 @@ def write_json(
                 "ask_us": {
                     "p50_runs": peer.ask_p50_us,
                     "p99_runs": peer.ask_p99_us,
+                    "p999_runs": peer.ask_p999_us,
                     "p50_median": median(peer.ask_p50_us),
                     "p99_median": median(peer.ask_p99_us),
+                    "p999_median": median(peer.ask_p999_us),
                     "p50_spread": spread(peer.ask_p50_us),
+                    "p99_spread": spread(peer.ask_p99_us),
                 },
             }
             for peer in peers

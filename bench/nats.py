@@ -41,7 +41,7 @@ from typing import Any
 import nats
 
 from synaptic_mesh import AgentActor, Node, on
-from synaptic_mesh.bench._stats import fmt_rate, fmt_us, median, percentile
+from synaptic_mesh.bench._stats import fmt_rate, fmt_us, median, percentile, write_json
 from synaptic_mesh.transports.nats import NatsTransport
 from synaptic_mesh.transports.nats_js import NatsJsTransport
 
@@ -304,6 +304,8 @@ async def _measure(args: argparse.Namespace, server: str, host: str) -> int:
         f"{fmt_rate(m['js transport'])} | {js:.0%} | >= 70% {_ok(js >= 0.7)} |"
     )
     missed = rtt > 1.3 or flow < 0.7 or js < 0.7
+    if args.json:
+        write_json(args.json, "nats", args=vars(args), server=server, series=rows)
     return 1 if missed and args.strict else 0
 
 
@@ -320,6 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small counts, one round")
     parser.add_argument("--shared", action="store_true", help="use $SYNAPTIC_MESH_NATS_URL")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
     if args.quick:
         args.trips, args.messages, args.js, args.repeats = 1000, 20_000, 1000, 1

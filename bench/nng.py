@@ -44,6 +44,7 @@ from synaptic_mesh.bench._stats import (
     percentile,
     render_table,
     spread,
+    write_json,
 )
 from synaptic_mesh.bench.links import Small, Target
 from synaptic_mesh.bench.nng_peer import RawNngClient
@@ -199,6 +200,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke test: 1,000 asks, 10,000 one-way, 1 round"
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
     args.asks = args.asks or (1_000 if args.quick else ASKS)
     args.oneway = args.oneway or (10_000 if args.quick else ONEWAY)
@@ -222,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     targets = judge(small)
     print(f"\nload avg after {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print(report(small, targets))
+    if args.json:
+        figures = {name: vars(s) for name, s in small.items()}
+        verdicts = [vars(t) for t in targets]
+        write_json(args.json, "nng", args=vars(args), floors=FLOOR, small=figures, targets=verdicts)
     return 1 if args.strict and any(not t.met for t in targets) else 0
 
 

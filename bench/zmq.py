@@ -48,6 +48,7 @@ from synaptic_mesh.bench._stats import (
     percentile,
     render_table,
     spread,
+    write_json,
 )
 from synaptic_mesh.runtime.messages import message
 from synaptic_mesh.runtime.node import Node
@@ -383,6 +384,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke test: 1,000 asks, 10,000 one-way, 1 round"
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
     args.asks = args.asks or (1_000 if args.quick else ASKS)
     args.oneway = args.oneway or (10_000 if args.quick else ONEWAY)
@@ -405,6 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     results, lost = asyncio.run(run(args))
     text, met = report(results, lost)
     print("\n" + text)
+    if args.json:
+        small = {name: vars(figures) for name, figures in results.items()}
+        write_json(
+            args.json, "zmq", args=vars(args), labels=LABEL, floors=FLOOR, small=small, lost=lost
+        )
     return 1 if args.strict and not all(met) else 0
 
 

@@ -1,0 +1,566 @@
+"""The matrix's common row, and one normaliser per bench module's ``--json``.
+
+Every bench script writes JSON of its own shape (``bench/inproc.py`` keeps
+per-peer series, ``bench/links.py`` per-peer round lists, ``bench/patterns.py``
+a table per transport). ``synaptic-mesh bench`` needs one shape to print, plot
+and judge, so each module gets a small function here turning its JSON into
+:class:`Row` objects: a figure, the floor it is compared with (measured in the
+same run by the same script), the ratio, the issue's target when one applies
+and the verdict. A normaliser that meets JSON it does not understand raises
+``KeyError``/``TypeError``; the matrix reports that section as failed with the
+error instead of dropping it.
+
+Ratios are always ``value / floor_value``. Latencies are lower-is-better, so
+their targets read ``<= 1.5x``; throughputs are higher-is-better, so theirs
+read ``>= 60%`` (a share) or ``>= 7x`` (a speed-up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from synaptic_mesh.bench._stats import median, spread
+
+
+@dataclasses.dataclass
+class Goal:
+    """A target from an earlier issue: ``ratio op bound`` (``>=`` or ``<=``)."""
+
+    op: str
+    bound: float
+    percent: bool = False  # shown as a share (``>= 70%``) rather than a factor (``>= 7x``)
+    overhead: bool = False  # a throughput share shown as the cost over the floor (``+20%``)
+
+    def text(self) -> str:
+        if self.overhead:
+            return f"<= +{(1 / self.bound - 1) * 100:.0f}% overhead"
+        return f"{self.op} {self.bound * 100:g}%" if self.percent else f"{self.op} {self.bound:g}x"
+
+    def show(self, ratio: float | None) -> str:
+        """``ratio`` the way this goal states its bound."""
+        if ratio is None or math.isnan(ratio) or ratio == 0:
+            return "-"
+        if self.overhead:
+            return f"{(1 / ratio - 1) * 100:+.0f}%"
+        return f"{ratio * 100:.0f}%" if self.percent else f"{ratio:.2f}x"
+
+    def verdict(self, ratio: float | None) -> str:
+        if ratio is None or math.isnan(ratio):
+            return "n/a"
+        met = ratio >= self.bound if self.op == ">=" else ratio <= self.bound
+        return "PASS" if met else "MISS"
+
+
+@dataclasses.dataclass
+class Row:
+    """One figure of the matrix, next to its floor."""
+
+    section: str
+    transport: str
+    pattern: str
+    peer: str
+    metric: str
+    value: float | None
+    unit: str
+    floor_name: str | None = None
+    floor_value: float | None = None
+    ratio: float | None = None
+    target: str | None = None
+    verdict: str = "info"
+    spread: float | None = None
+    runs: int = 0
+    goal_source: str | None = None
+    ratio_range: tuple[float, float] | None = None  # per-round min..max of the ratio, if known
+    ratio_text: str | None = None  # the ratio as its goal states it (``88%``, ``+12% overhead``)
+    range_text: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: _finite(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become ``None``: ``results.json`` stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, tuple | list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def figure(
+    section: str,
+    transport: str,
+    pattern: str,
+    peer: str,
+    metric: str,
+    runs: Sequence[float],
+    unit: str,
+    *,
+    floor: tuple[str, Sequence[float]] | None = None,
+    goal: Goal | None = None,
+    source: str | None = None,
+) -> Row:
+    """A row from per-round values: median, spread, and the ratio of medians to the floor's.
+
+    With a floor, the per-round range of the paired ratio is kept too when both
+    series have the same length (the scripts interleave peers round by round).
+    """
+    value = _num(median(runs)) if runs else None
+    row = Row(section, transport, pattern, peer, metric, value, unit, runs=len(runs))
+    row.spread = _num(spread(runs)) if len(runs) > 1 else (0.0 if runs else None)
+    if floor is not None:
+        name, floor_runs = floor
+        row.floor_name = name
+        row.floor_value = _num(median(floor_runs)) if floor_runs else None
+        if value is not None and row.floor_value:
+            row.ratio = value / row.floor_value
+        if runs and len(runs) == len(floor_runs) and all(floor_runs):
+            paired = [a / b for a, b in zip(runs, floor_runs, strict=True)]
+            row.ratio_range = (min(paired), max(paired))
+    if goal is not None:
+        row.target = goal.text()
+        row.verdict = goal.verdict(row.ratio)
+        row.goal_source = source
+    shown = goal or Goal(">=", 0)
+    row.ratio_text = shown.show(row.ratio)
+    if row.ratio_range is not None and len(runs) > 1:
+        low, high = (shown.show(r) for r in row.ratio_range)
+        if shown.overhead:  # the smaller share is the larger overhead
+            low, high = high, low
+        row.range_text = f"{low}..{high}"
+    return row
+
+
+# -- bench.inproc ---------------------------------------------------------------------------------
+
+INPROC_GOALS = {
+    ("tell", "handactor_waiter"): Goal(">=", 0.5),
+    ("tell", "pykka"): Goal(">=", 5.0),
+    ("ask_p50", "handactor_waiter"): Goal("<=", 2.0),
+}
+
+
+def from_inproc(data: dict[str, Any]) -> list[Row]:
+    """In-process peers: tell throughput and ask latency, each against the hand-written floor.
+
+    The runtime is also compared with every other peer (pykka, asyncio.Queue,
+    AutoGen-core when it ran); the goals of ``bench.inproc`` are judged here
+    from the series again, so the matrix and the script agree by construction.
+    """
+    peers = data["peers"]
+    floor = data.get("floor", "handactor_waiter")
+    runtime = data.get("runtime", "synaptic_mesh")
+    source = "bench.inproc"
+    rows: list[Row] = []
+    series = {
+        name: {
+            "tell": p["tell_msgs_per_s"]["runs"],
+            "ask_p50": p["ask_us"]["p50_runs"],
+            "ask_p99": p["ask_us"]["p99_runs"],
+            "ask_p99.9": p["ask_us"].get("p999_runs", []),
+        }
+        for name, p in peers.items()
+    }
+    metrics = (
+        ("tell", "tell throughput", "msgs/s"),
+        ("ask_p50", "ask p50", "us"),
+        ("ask_p99", "ask p99", "us"),
+        ("ask_p99.9", "ask p99.9", "us"),
+    )
+    for name in peers:
+        for key, label, unit in metrics:
+            if not series[name][key]:
+                continue
+            against = None if name == floor else (floor, series[floor][key])
+            goal = INPROC_GOALS.get((key, floor)) if name == runtime else None
+            rows.append(
+                figure(
+                    "inproc",
+                    "inproc",
+                    "",
+                    name,
+                    label,
+                    series[name][key],
+                    unit,
+                    floor=against,
+                    goal=goal,
+                    source=source,
+                )
+            )
+    for other in peers:
+        if other in (runtime, floor):
+            continue
+        for key, label, unit in metrics[:2]:
+            goal = INPROC_GOALS.get((key, other))
+            rows.append(
+                figure(
+                    "inproc",
+                    "inproc",
+                    "",
+                    runtime,
+                    label,
+                    series[runtime][key],
+                    unit,
+                    floor=(other, series[other][key]),
+                    goal=goal,
+                    source=source if goal else None,
+                )
+            )
+    return rows
+
+
+# -- bench.links ----------------------------------------------------------------------------------
+
+LINK_FLOORS = {"shm": "raw uds", "tcp": "raw tcp"}
+BULK_BYTES = 100_000_000
+
+
+def from_links(data: dict[str, Any]) -> list[Row]:
+    """``shm://`` and ``tcp://`` across two processes: small messages and the 100 MB transfer.
+
+    Small messages: round trip p50/p99/p99.9 and one-way throughput against
+    the raw asyncio echo of the same socket family. Bulk (warm transfers,
+    the first one is cold and left out): throughput of each path in GB/s,
+    ``shm://`` against ``tcp://`` (the seed's 7x claim) and against a memcpy
+    of the same bytes; ``tcp://`` against the raw asyncio TCP transfer when
+    the JSON has it.
+    """
+    small = data["small"]
+    source = "bench.links"
+    goals = {
+        "round trip p50": Goal("<=", 1.5),
+        "one-way throughput": Goal(">=", 0.6, percent=True),
+    }
+    rows: list[Row] = []
+    for transport, floor in LINK_FLOORS.items():
+        if transport not in small:
+            continue
+        for peer in (transport, floor):
+            s = small[peer]
+            label = f"{transport}://" if peer == transport else peer
+            for key, metric, unit in (
+                ("p50", "round trip p50", "us"),
+                ("p99", "round trip p99", "us"),
+                ("p999", "round trip p99.9", "us"),
+                ("oneway", "one-way throughput", "msgs/s"),
+            ):
+                if not s.get(key):
+                    continue
+                against = (floor, small[floor][key]) if peer == transport else None
+                goal = goals.get(metric) if peer == transport else None
+                rows.append(
+                    figure(
+                        "links",
+                        transport,
+                        "",
+                        label,
+                        metric,
+                        s[key],
+                        unit,
+                        floor=against,
+                        goal=goal,
+                        source=source if goal else None,
+                    )
+                )
+    bulk = data.get("bulk_seconds")
+    if bulk:
+        size = data.get("bulk_bytes", BULK_BYTES)
+        rates = {name: [size / t / 1e9 for t in times[1:]] for name, times in bulk.items()}
+        metric = "100 MB transfer throughput"
+        if "shm" in rates:
+            rows.append(
+                figure(
+                    "links",
+                    "shm",
+                    "",
+                    "shm://",
+                    metric,
+                    rates["shm"],
+                    "GB/s",
+                    floor=("tcp://", rates.get("tcp", [])),
+                    goal=Goal(">=", 7.0),
+                    source=source,
+                )
+            )
+            rows.append(
+                figure(
+                    "links",
+                    "shm",
+                    "",
+                    "shm://",
+                    metric,
+                    rates["shm"],
+                    "GB/s",
+                    floor=("memcpy", rates.get("memcpy", [])),
+                    goal=Goal(">=", 0.7, percent=True),
+                    source=source,
+                )
+            )
+        if "tcp" in rates:
+            raw = "raw tcp" if "raw tcp" in rates else None
+            rows.append(
+                figure(
+                    "links",
+                    "tcp",
+                    "",
+                    "tcp://",
+                    metric,
+                    rates["tcp"],
+                    "GB/s",
+                    floor=(raw, rates[raw]) if raw else None,
+                )
+            )
+        for name in ("memcpy", "raw tcp", "raw uds"):
+            if name in rates:
+                transport = "shm" if name in ("memcpy", "raw uds") else "tcp"
+                rows.append(figure("links", transport, "", name, metric, rates[name], "GB/s"))
+        for name, times in bulk.items():
+            if times:
+                label = f"{name}://" if name in LINK_FLOORS else name
+                rows.append(
+                    figure(
+                        "links",
+                        "shm" if name in ("shm", "memcpy", "raw uds") else "tcp",
+                        "",
+                        label,
+                        "100 MB transfer, cold",
+                        [size / times[0] / 1e9],
+                        "GB/s",
+                    )
+                )
+    return rows
+
+
+# -- bench.patterns -------------------------------------------------------------------------------
+
+
+def from_patterns(data: dict[str, Any]) -> list[Row]:
+    """Each pattern on each transport against its bare ``node.publish`` twin.
+
+    The overhead goal (at most 20% over the twin) is a throughput ratio:
+    ``pattern rate / twin rate >= 1 / 1.2``, reported here as the share of the
+    twin's rate; ``bench.patterns`` itself reports it as the median of the
+    per-round overheads, which can differ slightly from the ratio of medians.
+    """
+    target = float(data.get("target", 0.2))
+    goal = Goal(">=", 1 / (1 + target), overhead=True)
+    rows: list[Row] = []
+    for transport, table in data["transports"].items():
+        for pattern, r in table.items():
+            twin = "bare publish twin"
+            rows.append(
+                figure(
+                    "patterns",
+                    transport,
+                    pattern,
+                    "synaptic_mesh",
+                    "p50",
+                    r["p50_us"],
+                    "us",
+                    floor=(twin, r.get("bare_p50_us") or []),
+                )
+            )
+            rows.append(
+                figure("patterns", transport, pattern, "synaptic_mesh", "p99", r["p99_us"], "us")
+            )
+            if r.get("p999_us"):
+                rows.append(
+                    figure(
+                        "patterns", transport, pattern, "synaptic_mesh", "p99.9", r["p999_us"], "us"
+                    )
+                )
+            judged = pattern != "its hook" and r.get("verdict") in ("PASS", "MISS")
+            rows.append(
+                figure(
+                    "patterns",
+                    transport,
+                    pattern,
+                    "synaptic_mesh",
+                    "throughput",
+                    r["ops_per_s"],
+                    "ops/s",
+                    floor=(twin, r.get("bare_ops_per_s") or []),
+                    goal=goal if judged else None,
+                    source="bench.patterns" if judged else None,
+                )
+            )
+            if r.get("failures"):
+                rows.append(
+                    Row(
+                        "patterns",
+                        transport,
+                        pattern,
+                        "synaptic_mesh",
+                        "failed trials",
+                        float(len(r["failures"])),
+                        "trials",
+                        verdict="MISS",
+                    )
+                )
+    return rows
+
+
+def skipped_in_patterns(data: dict[str, Any]) -> dict[str, str]:
+    return dict(data.get("skipped", {}))
+
+
+# -- bench.zmq, bench.nng, bench.nats: raw-client floors ------------------------------------
+
+ZMQ_FLOORS = {"zmq": "raw router", "zmq+pair": "raw router", "zmq+pubsub": "raw pubsub"}
+NNG_FLOORS = {"nng+tcp": "raw nng tcp", "nng+ipc": "raw nng ipc"}
+CLIENT_GOALS = {
+    "round trip p50": Goal("<=", 1.3),
+    "one-way throughput": Goal(">=", 0.7, percent=True),
+}
+
+
+def small_against_raw(
+    section: str, floors: dict[str, str]
+) -> Callable[[dict[str, Any]], list[Row]]:
+    """A normaliser for a script shaped like ``bench.links``' small part.
+
+    Its JSON holds ``small`` (or ``results``): per peer, per-round lists
+    ``p50``, ``p99``, optionally ``p999``, and ``oneway``; ``floors`` maps each
+    transport to the raw client it is judged against (round trip p50 <= 1.3x,
+    one-way >= 70%).
+    """
+
+    def normalise(data: dict[str, Any]) -> list[Row]:
+        small = data.get("small") or data["results"]
+        rows: list[Row] = []
+        for transport, floor in floors.items():
+            if transport not in small:
+                continue
+            for peer in (transport, floor):
+                s = small[peer]
+                for key, metric, unit in (
+                    ("p50", "round trip p50", "us"),
+                    ("p99", "round trip p99", "us"),
+                    ("p999", "round trip p99.9", "us"),
+                    ("oneway", "one-way throughput", "msgs/s"),
+                ):
+                    if not s.get(key):
+                        continue
+                    mine = peer == transport
+                    goal = CLIENT_GOALS.get(metric) if mine else None
+                    rows.append(
+                        figure(
+                            section,
+                            transport,
+                            "",
+                            f"{peer}://" if mine else peer,
+                            metric,
+                            s[key],
+                            unit,
+                            floor=(floor, small[floor][key]) if mine else None,
+                            goal=goal,
+                            source=f"bench.{section}" if goal else None,
+                        )
+                    )
+        return rows
+
+    return normalise
+
+
+def from_nats(data: dict[str, Any]) -> list[Row]:
+    """``NatsTransport``/``NatsJsTransport`` against raw nats-py on the same server.
+
+    Reads the per-round series ``bench.nats`` keeps (``rtt p50 raw``,
+    ``rtt p50 transport``, ``rtt p50 ask``, the same for p99 and p99.9,
+    ``flow raw``/``flow transport`` in msgs/s and ``js raw``/``js transport``
+    in acknowledged publishes/s), found under ``series`` or ``rows``.
+    """
+    series: dict[str, list[float]] = data.get("series") or data["rows"]
+    raw = "raw nats-py"
+    rows: list[Row] = []
+    for q in ("p50", "p99", "p99.9"):
+        key = f"rtt {q} transport"
+        if key not in series:
+            continue
+        metric = f"round trip {q}"
+        goal = CLIENT_GOALS.get(metric)
+        rows.append(
+            figure(
+                "nats",
+                "nats",
+                "",
+                "nats://",
+                metric,
+                series[key],
+                "us",
+                floor=(raw, series[f"rtt {q} raw"]),
+                goal=goal,
+                source="bench.nats" if goal else None,
+            )
+        )
+        rows.append(figure("nats", "nats", "", raw, metric, series[f"rtt {q} raw"], "us"))
+        if f"rtt {q} ask" in series:
+            rows.append(
+                figure(
+                    "nats",
+                    "nats",
+                    "",
+                    "nats:// node ask",
+                    metric,
+                    series[f"rtt {q} ask"],
+                    "us",
+                    floor=(raw, series[f"rtt {q} raw"]),
+                )
+            )
+    if "flow transport" in series:
+        metric = "one-way throughput"
+        rows.append(
+            figure(
+                "nats",
+                "nats",
+                "",
+                "nats://",
+                metric,
+                series["flow transport"],
+                "msgs/s",
+                floor=(raw, series["flow raw"]),
+                goal=CLIENT_GOALS[metric],
+                source="bench.nats",
+            )
+        )
+        rows.append(figure("nats", "nats", "", raw, metric, series["flow raw"], "msgs/s"))
+    if "js transport" in series:
+        metric = "JetStream publish+ack throughput"
+        rows.append(
+            figure(
+                "nats",
+                "nats+js",
+                "",
+                "nats+js://",
+                metric,
+                series["js transport"],
+                "msgs/s",
+                floor=(raw, series["js raw"]),
+                goal=Goal(">=", 0.7, percent=True),
+                source="bench.nats",
+            )
+        )
+        rows.append(figure("nats", "nats+js", "", raw, metric, series["js raw"], "msgs/s"))
+    if not rows:
+        raise KeyError("no 'rtt p50 transport', 'flow transport' or 'js transport' series")
+    return rows
+
+
+NORMALISERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "inproc": from_inproc,
+    "links": from_links,
+    "patterns": from_patterns,
+    "zmq": small_against_raw("zmq", ZMQ_FLOORS),
+    "nng": small_against_raw("nng", NNG_FLOORS),
+    "nats": from_nats,
+}
