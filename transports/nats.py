@@ -24,8 +24,8 @@ This module holds the transport's lifecycle, publishing and subscribing; the res
 
 * :mod:`~synaptic_mesh.transports.nats_groups`: a node's subscriptions sharing a
   pattern and queue share one server subscription and are served in order;
-  ``subscribe`` returns once the server has the subscription, ``publish`` to
-  this node's own subscriptions once the message is back in them;
+  ``subscribe`` returns once the server has the subscription, and
+  ``settled()`` once what this node published is back in its own subscriptions;
 * :mod:`~synaptic_mesh.transports.nats_stats`: broker away (the client
   reconnects forever and buffers publishes up to ``buffer`` bytes) and what
   ``stats`` counts of what is refused, buffered or lost.
@@ -268,8 +268,6 @@ class NatsTransport(NatsDelivery, NatsAccounting, Transport):
         self.stats.published += 1
         if not nc.is_connected:
             self.stats.buffered += 1
-        if self._groups and self._local.match(subject):
-            await self._echo(subject)
 
     # -- subscribe -------------------------------------------------------------------
 

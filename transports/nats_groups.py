@@ -9,9 +9,10 @@ settings and subject map.
 round trip after a new one), so an ask sent right after a remote ``spawn``
 finds its actor. A node's subscriptions sharing a pattern and queue share one
 server subscription; the transport hands each message to them in subscription
-order (or in turn, for a queue group). ``publish`` to a subject this node
-subscribes to itself returns once the message is back in those
-subscriptions (a PING/PONG), so a node waiting for idleness sees it.
+order (or in turn, for a queue group). ``settled()`` returns once what this
+node published is back in its own subscriptions (a PING/PONG); the node's
+``wait_idle`` calls it, so a node waiting for idleness sees what it sent
+itself through the server, and a publish never waits for it.
 
 Handlers run in each group's own task (nats-py's), in order; a slow
 handler lets the client hold up to ``pending_msgs`` messages for it, after
@@ -78,11 +79,12 @@ class SubscriptionGroup:
     subscribed (NATS' own fan-out order between subscriptions is not defined).
     """
 
-    __slots__ = ("members", "nats_sub", "pattern", "queue", "turn")
+    __slots__ = ("busy", "members", "nats_sub", "pattern", "queue", "turn")
 
     def __init__(self, pattern: str, queue: str | None) -> None:
         self.pattern = pattern
         self.queue = queue
+        self.busy = False  # a message taken off the client's queue, still being handed on
         self.members: list[NatsSubscription] = []
         self.nats_sub: Any = None
         self.turn = 0
@@ -183,34 +185,41 @@ class NatsDelivery:
             else:
                 group.turn += 1
                 chosen = [members[group.turn % len(members)]]
-            for sub in chosen:
-                if sub.active:
-                    try:
-                        await sub.handler(subject, frames, reply_to)
-                    except Exception:
-                        log.exception("%s: handler of %s failed on %s", url, sub.pattern, subject)
+            group.busy = True
+            try:
+                for sub in chosen:
+                    if sub.active:
+                        try:
+                            await sub.handler(subject, frames, reply_to)
+                        except Exception:
+                            log.exception(
+                                "%s: handler of %s failed on %s", url, sub.pattern, subject
+                            )
+            finally:
+                group.busy = False
 
         return on_message
 
-    async def _echo(self, subject: str) -> None:
-        """Return once this node's own subscriptions matching ``subject`` hold the message.
+    async def settled(self) -> None:
+        """Return once what this node published has come back to its own subscriptions.
 
-        A PING/PONG round trip: the server answers the PING after it sent us
-        every message of the publish before it, so they are in the
-        subscriptions' queues; then let those queues be taken. This is what
-        lets a node that waits for idleness see a message it sent itself.
+        ``Node.wait_idle`` calls it before it declares the node idle: a message
+        a node sent to itself travels through the server, where the node
+        cannot see it. A PING/PONG round trip: the server answers the PING
+        after it sent us every message published before it, so they are in
+        the subscriptions' queues; then let those queues be taken.
         """
         nc = self._nc
-        if not nc.is_connected:
+        if nc is None or not nc.is_connected:
             return
         try:
             await nc.flush(timeout=max(1, int(self.settings.drain_timeout)))
         except (TimeoutError, nats.errors.Error, OSError):
             return
-        match = self._local.match(subject)
-        groups = [g for g in match.plain if g.nats_sub is not None]
-        for _ in range(100):
-            if not any(g.nats_sub.pending_msgs for g in groups):
+        groups = [g for g in self._groups.values() if g.nats_sub is not None]
+        deadline = asyncio.get_running_loop().time() + self.settings.drain_timeout
+        while any(g.busy or g.nats_sub.pending_msgs for g in groups):
+            if asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0)
         await asyncio.sleep(0)
