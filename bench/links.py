@@ -102,14 +102,19 @@ class Target:
 # -- measuring ---------------------------------------------------------------------------------
 
 
-async def small_messages(clients: dict[str, Any], args: argparse.Namespace) -> dict[str, Small]:
-    results = {name: Small() for name in SMALL}
-    for name in SMALL:  # warm-up, not recorded
+async def small_messages(
+    clients: dict[str, Any], args: argparse.Namespace, peers: tuple[str, ...] = SMALL
+) -> dict[str, Small]:
+    """Round trips and one-way rates of ``peers`` (clients with ``rtt`` and ``oneway``),
+    interleaved round by round so that load drifts hit them alike; used by the
+    other two-process benches too (``zmq.py``, ``nng.py``)."""
+    results = {name: Small() for name in peers}
+    for name in peers:  # warm-up, not recorded
         await clients[name].rtt(max(args.asks // 10, 100))
         await clients[name].oneway(max(args.oneway // 10, 1000))
     for i in range(args.repeats):
         line = []
-        for name in SMALL:
+        for name in peers:
             gc.collect()
             samples = sorted(await clients[name].rtt(args.asks))
             gc.collect()

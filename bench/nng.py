@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import platform
 import shutil
@@ -41,12 +40,11 @@ from synaptic_mesh.bench._stats import (
     fmt_ratio,
     fmt_us,
     median,
-    percentile,
     render_table,
     spread,
     write_json,
 )
-from synaptic_mesh.bench.links import Small, Target
+from synaptic_mesh.bench.links import Small, Target, small_messages
 from synaptic_mesh.bench.nng_peer import RawNngClient
 from synaptic_mesh.runtime.node import Node
 
@@ -84,24 +82,7 @@ async def start_raw(mode: str, url: str) -> Far:
 
 
 async def measure(clients: dict[str, Any], args: argparse.Namespace) -> dict[str, Small]:
-    results = {name: Small() for name in PEERS}
-    for name in PEERS:  # warm-up, not recorded
-        await clients[name].rtt(max(args.asks // 10, 100))
-        await clients[name].oneway(max(args.oneway // 10, 1000))
-    for i in range(args.repeats):
-        line = []
-        for name in PEERS:
-            gc.collect()
-            samples = sorted(await clients[name].rtt(args.asks))
-            gc.collect()
-            rate = await clients[name].oneway(args.oneway)
-            result = results[name]
-            result.p50.append(percentile(samples, 50))
-            result.p99.append(percentile(samples, 99))
-            result.oneway.append(rate)
-            line.append(f"{name} {fmt_us(result.p50[-1])} us / {fmt_rate(rate)} msg/s")
-        print(f"round {i + 1}/{args.repeats}: " + "; ".join(line), flush=True)
-    return results
+    return await small_messages(clients, args, PEERS)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Small]:

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -45,11 +43,11 @@ from synaptic_mesh.bench._stats import (
     fmt_ratio,
     fmt_us,
     median,
-    percentile,
     render_table,
     spread,
     write_json,
 )
+from synaptic_mesh.bench.links import Small, small_messages
 from synaptic_mesh.runtime.messages import message
 from synaptic_mesh.runtime.node import Node
 
@@ -233,35 +231,11 @@ class LossyMeshClient(MeshClient):
         return count / elapsed
 
 
-@dataclass
-class Figures:
-    p50: list[float] = field(default_factory=list)
-    p99: list[float] = field(default_factory=list)
-    oneway: list[float] = field(default_factory=list)
+async def measure(clients: dict[str, Any], args: argparse.Namespace) -> dict[str, Small]:
+    return await small_messages(clients, args, PEERS)
 
 
-async def measure(clients: dict[str, Any], args: argparse.Namespace) -> dict[str, Figures]:
-    results = {name: Figures() for name in PEERS}
-    for name in PEERS:  # warm-up, not recorded
-        await clients[name].rtt(max(args.asks // 10, 100))
-        await clients[name].oneway(max(args.oneway // 10, 1000))
-    for i in range(args.repeats):
-        line = []
-        for name in PEERS:
-            gc.collect()
-            samples = sorted(await clients[name].rtt(args.asks))
-            gc.collect()
-            rate = await clients[name].oneway(args.oneway)
-            figures = results[name]
-            figures.p50.append(percentile(samples, 50))
-            figures.p99.append(percentile(samples, 99))
-            figures.oneway.append(rate)
-            line.append(f"{name} {fmt_us(figures.p50[-1])} us / {fmt_rate(rate)} msg/s")
-        print(f"round {i + 1}/{args.repeats}: " + "; ".join(line), flush=True)
-    return results
-
-
-async def run(args: argparse.Namespace) -> tuple[dict[str, Figures], dict[str, int]]:
+async def run(args: argparse.Namespace) -> tuple[dict[str, Small], dict[str, int]]:
     ctx = zmq.asyncio.Context()
     fars: list[Far] = []
     clients: dict[str, Any] = {}
@@ -323,7 +297,7 @@ async def _far(*argv: str) -> Far:
     return Far(process, line[1])
 
 
-def report(results: dict[str, Figures], lost: dict[str, int]) -> tuple[str, list[bool]]:
+def report(results: dict[str, Small], lost: dict[str, int]) -> tuple[str, list[bool]]:
     rows = []
     for name in PEERS:
         f = results[name]
