@@ -270,6 +270,11 @@ class HybridTransport(Transport):
         for member in reversed(list(self.members.values())):
             await member.close()
 
+    async def settled(self) -> None:
+        """Every member's echo is home (see ``Transport.settled``)."""
+        for member in self.members.values():
+            await member.settled()
+
     def _check_open(self) -> None:
         if self._state != "running":
             raise TransportClosed(f"transport {self.url} is {self._state}, not running")

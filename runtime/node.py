@@ -400,9 +400,7 @@ class Node(NodeSupervision, NodeInbound):
             if self.failure is not None:
                 raise self.failure
             if self._idle_now():
-                settled = getattr(self.transport, "settled", None)
-                if settled is not None:  # a broker: what we sent ourselves may be in flight
-                    await settled()
+                await self.transport.settled()  # a broker: what we sent ourselves may be in flight
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
                 if self._idle_now():

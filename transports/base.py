@@ -198,6 +198,17 @@ class Transport(abc.ABC):
         Raises ``TransportClosed`` after ``close``.
         """
 
+    async def settled(self) -> None:
+        """Return once what this node published has reached this node's own subscriptions.
+
+        ``Node.wait_idle`` awaits it before it declares the node idle. A
+        transport that delivers its own echo before ``publish`` returns (in
+        process, the link router) has nothing to wait for: the default. A
+        broker, where a message to oneself travels through the server,
+        overrides it (``nats://``: a PING/PONG round trip).
+        """
+        return None
+
     def native_lowering(self, pattern: str) -> object | None:
         """This transport's own lowering of ``pattern``, or ``None`` to use the generic one.
 
