@@ -63,6 +63,9 @@ async def test_core_nats_counts_what_a_broker_restart_cost() -> None:
                     await asyncio.sleep(0.001)  # spread the stream over the outage
             await bouncer
             await until(lambda: publisher.connected and subscriber.connected, timeout=20)
+            # "connected" comes before the server has the resent subscription: a PING/PONG on
+            # the subscriber's connection makes sure it has, or the last message could miss it
+            await subscriber.client.flush(timeout=5)
             await publisher.publish("stream.items", envelope(COUNT))  # the last one, after
             await until(lambda: f"pub.{COUNT}" in got, timeout=20)
             stats = publisher.stats
