@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import struct
 import sys
-from typing import Any
+from typing import Any, cast
 
 from synaptic_mesh.actors.actor import AgentActor
 from synaptic_mesh.actors.handlers import on
@@ -113,8 +113,8 @@ class RawServer(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer

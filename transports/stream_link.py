@@ -39,6 +39,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from synaptic_mesh.transports.base import Buffer, Link, LinkClosed, LinkProtocolError
 from synaptic_mesh.transports.framing import PREAMBLE, LinkLimits, encode_message
@@ -262,8 +263,8 @@ class StreamLink(Link, asyncio.BufferedProtocol):
     # -- asyncio protocol callbacks -------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         local, remote = transport.get_extra_info("sockname"), transport.get_extra_info("peername")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
