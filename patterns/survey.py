@@ -235,7 +235,12 @@ class GenericSurvey:
             await node.send_frames(group, node.encode(env), reply_to)
             remaining = ends_at - loop.time()
             if remaining > 0 and not done.done():
-                await asyncio.wait((done,), timeout=remaining)
+                # a timer and the future itself: lighter than asyncio.wait's waiter and set
+                timer = loop.call_later(remaining, _finish, done)
+                try:
+                    await done
+                finally:
+                    timer.cancel()
         finally:
             node.stop_collecting(corr)
             if not done.done():
@@ -248,6 +253,12 @@ class GenericSurvey:
 
     def answer(self, node: Node, vote: Envelope) -> Awaitable[None]:
         return node.send_frames(vote.subject, node.encode(vote))
+
+
+def _finish(done: asyncio.Future[None]) -> None:
+    """The survey's deadline: stop waiting for votes."""
+    if not done.done():
+        done.set_result(None)
 
 
 def _lowering(node: Node) -> SurveyLowering:

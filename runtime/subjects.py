@@ -362,6 +362,10 @@ class SubjectTable(Generic[T]):
             parent, _, last = subject.rpartition(".")
             found = self._once_parents.get(parent)
             if found is not None and _plain_token(last) and len(subject) <= MAX_SUBJECT_LENGTH:
+                # remembered too: a survey's votes all come back on one reply subject
+                if len(self._once) >= ONE_TIME_CACHE_SIZE:
+                    self._once.clear()
+                self._once[subject] = found
                 return found
             tokens = _split(subject, "subject", wildcards=False)
             result = self._scan(tokens)

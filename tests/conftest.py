@@ -39,21 +39,3 @@ def no_leaks():
         assert open_hubs() == [], f"inproc hubs left open: {open_hubs()}"
 
     return check
-
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict | None:
-    """Loops a test may ask for with ``pytest.mark.asyncio(loop_factories=[...])``.
-
-    Only marked tests get a mapping (so the rest keep pytest-asyncio's default
-    loop and are not run once per loop); ``uvloop`` is offered when installed.
-    """
-    marker = item.get_closest_marker("asyncio")
-    if marker is None or "loop_factories" not in marker.kwargs:
-        return None
-    factories: dict = {"asyncio": asyncio.new_event_loop}
-    try:
-        import uvloop
-    except ImportError:
-        return factories
-    factories["uvloop"] = uvloop.new_event_loop
-    return factories

@@ -18,8 +18,6 @@ from tests.conformance.transports import CASES, TransportCase
 
 uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (the 'fast' extra)")
 
-pytestmark = pytest.mark.asyncio(loop_factories=["uvloop"])
-
 
 @pytest.fixture(params=CASES, ids=[case.name for case in CASES])
 def case(request: pytest.FixtureRequest) -> TransportCase:
