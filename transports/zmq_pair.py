@@ -14,10 +14,12 @@ one per line, so its traffic never queues behind the node's other messages:
 3. The caller's ``_line.<id>`` handler connects its own PAIR socket to that
    endpoint; by the time the ask returns, both ends are set.
 4. Each message on the line is one ZeroMQ multipart ``[tag, *frames]``: tag
-   ``M`` a message, ``C`` the last one (the sender hung up or gave up; both
-   sockets close after it). Order is PAIR's FIFO; ``send`` waits at the
-   high-water mark (:data:`PAIR_HWM`) and while the other end has not
-   connected yet.
+   ``M`` a message, ``C`` the last one (the sender hung up or gave up). The
+   end that reads ``C`` closes its socket; the sender closes when it sees
+   that disconnect (or after :data:`LAST_GRACE`), never first, because a
+   connection that ends before the reader has taken the message can drop it.
+   Order is PAIR's FIFO; ``send`` waits at the high-water mark
+   (:data:`PAIR_HWM`) and while the other end has not connected yet.
 
 A line whose PAIR is not (or no longer) up falls back to the generic
 subjects (``_lines.<peer>.<id>``, ``_line.<id>``), which the lowering keeps
@@ -79,6 +81,9 @@ PAIR_HWM = 1000
 """Messages a line's socket queues before ``send`` waits."""
 CONNECT_WITHIN = 10.0
 """Seconds an answering socket waits for its caller before it is closed."""
+LAST_GRACE = 0.5
+"""Seconds the end that sent a line's last message keeps its socket for the other end to close
+first (it does once it has read that message); then it closes its own."""
 
 
 class PairChannel:
@@ -106,6 +111,7 @@ class PairChannel:
         )
         self.up = False
         self.closed = False
+        self.finishing = False  # the last message is sent: waiting for the other end to close
         self.endpoint = ""
         self._inbox: deque[list[zmq.Frame]] = deque()
         self._delivering = False
@@ -138,14 +144,19 @@ class PairChannel:
 
     async def send(self, frames: Sequence[Buffer], last: bool) -> None:
         parts = check_outgoing(frames, self.transport.pair_limits)
-        if self.closed:
+        if self.closed or self.finishing:
             raise TransportClosed(f"line {self.line}: its PAIR socket is closed")
         try:
             await self._io.send([LAST if last else MESSAGE, *parts])
         except zmq.ZMQError as exc:
             raise TransportClosed(f"line {self.line}: send failed: {exc}") from None
         if last:
-            self.close()
+            # Closing now could take the message with it: if the connection ends before
+            # the other end has read it, its socket drops the pipe and what is left in
+            # it. The reader closes first instead (on the last message), and this end
+            # follows when it sees the disconnect, or after LAST_GRACE.
+            self.finishing = True
+            self._tasks.append(asyncio.get_running_loop().create_task(self._close_later()))
 
     def _on_message(self, parts: list[zmq.Frame]) -> None:
         self._inbox.append(parts)
@@ -198,6 +209,10 @@ class PairChannel:
         # closing cancels the reader, which must not cut the line's last message short
         while (self._inbox or self._delivering) and not self.closed:
             await asyncio.sleep(0.001)
+        self.close()
+
+    async def _close_later(self) -> None:
+        await asyncio.sleep(LAST_GRACE)
         self.close()
 
     async def _expire(self) -> None:
@@ -331,7 +346,7 @@ class ZmqPairLowering:
         line = subject.rpartition(".")[2]
         ends = self.calling if subject.startswith(f"{LINES_PREFIX}.") else self.answering
         channel = ends.get(line)
-        if channel is None or channel.closed:
+        if channel is None or channel.closed or channel.finishing:
             return node.send_frames(subject, node.encode(env))  # not (or no longer) on PAIR
         body = env.body
         last = env.kind == SYSTEM and getattr(body, "op", None) == "close"
@@ -342,8 +357,16 @@ class ZmqPairLowering:
             if ends.get(channel.line) is channel:
                 del ends[channel.line]
 
-    def close_all(self) -> None:
-        for channel in [*self.calling.values(), *self.answering.values()]:
+    async def close_all(self) -> None:
+        """Close every line's socket, giving those that just sent their last message up to
+        ``LAST_GRACE`` seconds for the other end to read it and close first."""
+        channels = [*self.calling.values(), *self.answering.values()]
+        deadline = asyncio.get_running_loop().time() + LAST_GRACE
+        while any(c.finishing and not c.closed for c in channels):
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.005)
+        for channel in channels:
             channel.close()
 
 
@@ -374,5 +397,5 @@ class ZmqPairTransport(ZmqTransport):
         return self.lowering if pattern == "pair" else None
 
     async def _close_context(self) -> None:
-        self.lowering.close_all()
+        await self.lowering.close_all()
         await super()._close_context()
