@@ -18,15 +18,16 @@ transport, e.g. ``Node(transport_options={"heartbeat": 0.2})``, override them)::
 * ``nng+ipc``: the path is everything between ``nng+ipc://`` and ``?``
   (percent-decoded; relative to the working directory unless absolute);
   addresses in ``peers``/``parent`` are paths. Each accepted link also listens
-  on ``PATH.N``, so keep ``PATH`` under about 100 bytes. An empty path (not
-  for a leaf) picks a fresh one, as port 0 does for TCP:
+  on ``PATH.N``, and the native sockets on ``PATH.sv`` and ``PATH.bus``, so
+  keep ``PATH`` under about 100 bytes. An empty path (not for a leaf) picks a
+  fresh one, as port 0 does for TCP:
   ``nng-<node-id>.sock`` in ``$XDG_RUNTIME_DIR/synaptic-mesh``, else in
   ``/tmp/synaptic-mesh-<uid>`` (created 0700); read it from ``transport.address``.
 * Options and tuning exactly as ``tcp://``: ``role``, ``peers``, ``parent``
   (alias ``root``), ``prefixes``, ``heartbeat``, ``misses``,
   ``connect_timeout``, ``flush_timeout``, ``backoff``, ``backoff_max``,
   ``window_msgs``, ``window_bytes``, ``max_message``, ``high_water``,
-  ``low_water``, ``node_id``.
+  ``low_water``, ``node_id``; plus ``native`` (below).
 
 How links are made (a ``Rep0`` rendezvous, then one monogamous ``Pair1``
 socket per link) is in :mod:`~synaptic_mesh.transports.nng_connector`; how a
@@ -37,27 +38,57 @@ Capabilities: ordered per link, at-most-once (a message in flight when a link
 dies is lost), not durable, no replay, cross-host for ``nng+tcp`` only, not
 zero-copy (a frame is copied into the NNG message; large frames are received
 without a further copy), ``knows_interest`` (the router knows its peers'
-interest). ``max_message`` follows the ``max_message`` option.
+interest). ``max_message`` follows the ``max_message`` option. ``native``:
+the option below on a full mesh, nothing in a tree.
 
-Native lowerings: none (not done). Every pattern runs on its generic lowering
-over the router and these Pair1 links, and keeps every promise the pattern
-conformance suite checks. NNG's own protocol sockets were weighed and not
-used, because each would weaken a promise or duplicate the router:
+Native lowerings (``native`` option, a query or keyword option naming the
+patterns; default ``native=survey,bus``; ``native=`` for none)::
 
-* Pub0/Sub0 and Bus0 are best-effort: a pipe whose queue is full silently
-  loses the message, and Sub0 filters at the receiver, so every message goes
-  to every node. The router loses nothing while a link lives, sends only where
-  interest is, and pushes back on a fast publisher. Bus0 does not forward
-  either, so a tree topology could not use it.
-* Surveyor0/Respondent0: a cooked respondent answers a survey once, but a node
-  may host several voters of one group; a new survey cancels the previous one
-  on a socket (one context per survey needed); queue-group respondents and the
-  "no responders" verdict still need the router's interest table.
-* Req0/Rep0: an ask needs the router anyway to find which node serves a
-  subject (and to say "no responders"), and the reply path (late replies,
-  remote errors) is the node's inbox; a second channel would add endpoints
-  to advertise and gain nothing over a Pair1 link.
-* Pair1 for the hotline: the hotline already runs over a Pair1 link per peer.
+    nng+tcp://127.0.0.1:7001?peers=127.0.0.1:7002&native=survey
+
+Native sockets exist only on a full mesh (``role=mesh``): NNG's protocols
+reach the nodes a socket has pipes to and do not forward, so a tree keeps
+every pattern on the router (its ``capabilities.native`` is empty, which the
+conformance suite checks). What a native lowering shares (the ``native``
+option, endpoints advertised to peers over the router, the wire format,
+``transport.stats``) is :mod:`~synaptic_mesh.transports.nng_native`.
+
+* survey, native (:mod:`~synaptic_mesh.transports.nng_survey`): ``Surveyor0``
+  with one pynng context per survey, answered by a *raw* ``Respondent0`` on
+  each node, which may answer one survey once per voter. Interest, queue
+  groups and "no responders" still come from the router's table.
+* bus, native (:mod:`~synaptic_mesh.transports.nng_bus`): one ``Bus0`` socket
+  per node, one pipe per pair of nodes. Bus0 drops at a full pipe queue:
+  queues are deep, each message carries a sequence number per sending node,
+  and every loss a later message reveals is counted in ``transport.stats.gaps``.
+* pub-sub, pipeline, request-reply, PAIR hotline: not native (not done); they
+  run on the generic lowering over the router and the ``Pair1`` links. What
+  stands in the way: pub-sub on Pub0/Sub0 would lose the order the suites
+  rely on between a publish and a later ask on the link
+  (``test_dynamic_subscription_until_unsubscribed`` publishes, then asks as
+  a round trip "after" it), so it could only be opt-in; Req0/Rep0 still needs
+  the router to find the node serving a subject and to say "no responders";
+  Push0 round-robins over pipes and knows neither keys nor queue groups; the
+  hotline already runs over a ``Pair1`` link per peer (a dedicated ``Pair1``
+  per line, as ``zmq+pair`` does, is not done).
+
+A native send first waits (at most two seconds) until its socket reaches
+every node that wants the message; a node it cannot reach makes that send
+take the generic path instead (``transport.stats.fallbacks``), so a
+late or broken native pipe costs speed, never a vote or a bus message.
+
+Ordering across sockets: a native message and the router's traffic travel on
+different sockets, so a bus message or survey question is not ordered with
+the sender's publishes, tells and asks (a ``tell`` sent after a bus ``send``
+may arrive first). Per-sender order within the bus holds (one Bus0 pipe per
+pair of nodes). The suites do not rely on cross-socket order for survey or
+bus; they do for pub-sub (above).
+
+Bad input on a native endpoint (a foreign ``Surveyor0`` or ``Bus0`` dialing
+it with anything but this protocol) is logged at ERROR and reported through
+``on_bad_frame`` (the node dead-letters it); the socket goes on. ``close``
+closes every native socket first (no linger: NNG discards what a native
+socket still queues), then the links as before.
 """
 
 from __future__ import annotations
@@ -71,12 +102,27 @@ from urllib.parse import parse_qsl, unquote
 
 from synaptic_mesh.runtime import router_protocol as proto
 from synaptic_mesh.runtime.router import RoutedTransport
+from synaptic_mesh.runtime.router_link import Peer
 from synaptic_mesh.runtime.router_settings import RouterSettings
 from synaptic_mesh.transports import tcp
-from synaptic_mesh.transports.base import BadFrame, Capabilities, LinkConnector
+from synaptic_mesh.transports.base import (
+    BadFrame,
+    Capabilities,
+    Frame,
+    HandlerSubscription,
+    LinkConnector,
+)
 from synaptic_mesh.transports.framing import LinkLimits
+from synaptic_mesh.transports.nng_bus import NngBus
 from synaptic_mesh.transports.nng_connector import NngConnector
 from synaptic_mesh.transports.nng_link import LINGER
+from synaptic_mesh.transports.nng_native import (
+    DEFAULT_NATIVE,
+    NativePlumbing,
+    NativeStats,
+    split_native,
+)
+from synaptic_mesh.transports.nng_survey import NngSurvey
 from synaptic_mesh.transports.shm import default_directory
 
 DEFAULT_MAX_MESSAGE = RouterSettings.max_message
@@ -109,18 +155,115 @@ def parse_ipc_url(url: str, options: dict[str, Any]) -> RouterSettings:
     return RouterSettings.from_options(values)
 
 
+class _HereOnly:
+    """The ``source`` that makes the router deliver to this node's subscriptions only."""
+
+    peer = None
+
+
+_HERE = _HereOnly()
+
+
 class _NngTransport(RoutedTransport):
     """The router over NNG links; subclasses name the NNG transport (``tcp`` or ``ipc``)."""
 
     nng_scheme: ClassVar[str]
 
-    def __init__(self, url: str, settings: RouterSettings, **options: Any) -> None:
+    def __init__(
+        self, url: str, settings: RouterSettings, native: frozenset[str], **options: Any
+    ) -> None:
         super().__init__(url, settings, **options)
         self._nng: NngConnector | None = None
-        if self.settings.max_message != DEFAULT_MAX_MESSAGE:
-            self.capabilities = dataclasses.replace(  # type: ignore[misc]
-                type(self).capabilities, max_message=self.settings.max_message
-            )
+        self.stats = NativeStats()
+        self._node_turns: dict[str, int] = {}  # queue group -> the next member to choose
+        if settings.topology != "mesh":
+            native = frozenset()  # a tree's nodes do not all reach each other
+        self.native = NativePlumbing(self)
+        self.lowerings: dict[str, Any] = {}
+        if "survey" in native:
+            self.lowerings["survey"] = NngSurvey(self)
+        if "bus" in native:
+            self.lowerings["bus"] = NngBus(self)
+        self.capabilities = dataclasses.replace(  # type: ignore[misc]
+            type(self).capabilities,
+            max_message=self.settings.max_message,
+            native=frozenset(self.lowerings),
+        )
+
+    def native_lowering(self, pattern: str) -> object | None:
+        """The native lowering of ``pattern`` when this transport declares it (see module)."""
+        return self.lowerings.get(pattern)
+
+    async def start(self) -> None:
+        """Start the router, then the native sockets and the endpoint exchange.
+
+        A mesh node without native lowerings still takes part in the exchange
+        (with an empty table), so its peers know at once not to wait for it.
+        """
+        await super().start()
+        if self.settings.topology == "mesh" and not self.native.started:
+            self.native.limits = self.native_limits()
+            try:
+                for lowering in self.lowerings.values():
+                    await lowering.start(self.native)
+                await self.native.start()
+            except BaseException:
+                await self.close()
+                raise
+
+    def native_limits(self) -> LinkLimits:
+        """The limits a native message is checked against: the links' own."""
+        s = self.settings
+        return LinkLimits(
+            max_frame=max(s.max_message, proto.MAX_HEADER),
+            max_message=s.max_message + proto.MAX_HEADER,
+            max_frames=self.max_frames + 1,
+        )
+
+    async def native_targets(self, subject: str) -> dict[str, list[str]] | None:
+        """The nodes a native send on ``subject`` must reach, each with the queue groups it serves.
+
+        Resolved in the router's interest table as a publish would be: every
+        node with a plain subscription, and for each queue group one member
+        chosen round-robin (a counter of its own: the receiving node's router
+        turns its own to pick the local member). ``None`` when nobody
+        subscribes (after waiting, like ``publish``, at most ``flush_timeout``
+        for links still syncing).
+        """
+        match = self._table.match(subject)
+        if not match and self._unsynced:
+            synced = asyncio.ensure_future(self._all_synced.wait())
+            done, _ = await asyncio.wait({synced}, timeout=self.settings.flush_timeout)
+            if not done:
+                synced.cancel()
+            match = self._table.match(subject)
+        if not match:
+            return None
+        targets: dict[str, list[str]] = {}
+        for item in match.plain:
+            targets.setdefault(self._node_of(item), [])
+        for queue, members in zip(match.queues, match.groups, strict=True):
+            turn = self._node_turns.get(queue, 0)
+            self._node_turns[queue] = turn + 1
+            chosen = members[turn % len(members)]
+            targets.setdefault(self._node_of(chosen), []).append(queue)
+        if len(self._node_turns) > 10_000:
+            self._node_turns.clear()
+        return targets
+
+    def _node_of(self, item: HandlerSubscription | Peer) -> str:
+        return item.id if type(item) is Peer else self.id  # type: ignore[union-attr]
+
+    async def deliver_here(
+        self, subject: str, frames: list[Frame], reply_to: str | None, queues: list[str]
+    ) -> None:
+        """Deliver a natively received message to this node's own subscriptions only.
+
+        As the router delivers a message a peer forwarded: every plain
+        subscription matching ``subject``, and one local member of each queue
+        group in ``queues`` (the groups the sender chose this node for).
+        """
+        await self._route(subject, frames, reply_to, _HERE, queues, 0)  # type: ignore[arg-type]
 
     def connector(self) -> LinkConnector:
         s = self.settings
@@ -148,7 +291,9 @@ class _NngTransport(RoutedTransport):
 
         Links still flushing (see ``nng_link``'s graceful close) get ``LINGER``
         seconds; whatever is left is aborted, so no NNG socket outlives ``close``.
+        The native sockets close first (no linger: see ``nng_native``).
         """
+        await self.native.close()
         await super().close()
         connector = self._nng
         if connector is not None and connector.live:
@@ -170,7 +315,7 @@ _CAPABILITIES = Capabilities(
     cross_host=True,
     zero_copy=False,
     max_message=DEFAULT_MAX_MESSAGE,
-    native=frozenset(),
+    native=DEFAULT_NATIVE,
     by_reference=False,
     knows_interest=True,
 )
@@ -184,7 +329,8 @@ class NngTcpTransport(_NngTransport):
     capabilities: ClassVar[Capabilities] = _CAPABILITIES
 
     def __init__(self, url: str = "nng+tcp://127.0.0.1:0", **options: Any) -> None:
-        super().__init__(url, parse_tcp_url(url, options), **options)
+        url, native = split_native(url, options)
+        super().__init__(url, parse_tcp_url(url, options), native, **options)
 
 
 class NngIpcTransport(_NngTransport):
@@ -195,7 +341,8 @@ class NngIpcTransport(_NngTransport):
     capabilities: ClassVar[Capabilities] = dataclasses.replace(_CAPABILITIES, cross_host=False)
 
     def __init__(self, url: str = "nng+ipc://", **options: Any) -> None:
-        super().__init__(url, parse_ipc_url(url, options), **options)
+        url, native = split_native(url, options)
+        super().__init__(url, parse_ipc_url(url, options), native, **options)
 
     async def start(self) -> None:
         """Create the default socket directory (0700) if the path is in it, then start."""

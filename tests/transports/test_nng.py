@@ -46,6 +46,7 @@ from synaptic_mesh.transports.nng_connector import (
     NngConnector,
 )
 from synaptic_mesh.transports.nng_link import BIG_MESSAGE
+from synaptic_mesh.transports.nng_native import DEFAULT_NATIVE
 from tests.transports.peer_process import Done, Job
 from tests.transports.test_router import child_node
 from tests.transports.util import FAST, Collector, until
@@ -96,7 +97,7 @@ def test_entry_points_and_truthful_capabilities() -> None:
         assert caps.ordered and caps.knows_interest and caps.delivery == "at-most-once"
         assert not (caps.durable or caps.replay or caps.zero_copy or caps.by_reference)
         assert caps.max_message == RouterSettings.max_message
-        assert caps.native == frozenset()
+        assert caps.native == DEFAULT_NATIVE  # a full-mesh node's; see test_nng_native
     assert NngTcpTransport.capabilities.cross_host
     assert not NngIpcTransport.capabilities.cross_host
     small = open_transport("nng+tcp://127.0.0.1:0?max_message=4096")

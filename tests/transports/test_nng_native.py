@@ -1,0 +1,379 @@
+"""NNG native lowerings: survey on Surveyor0/raw Respondent0, bus on Bus0.
+
+Two real nodes in this process on real NNG sockets, so the tests can read
+each transport's native counters (``transport.stats``); the pattern
+conformance suite runs the same patterns with the peer in another process.
+Bad input comes from a foreign pynng socket that dials a native endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pynng
+import pytest
+
+from synaptic_mesh import AgentActor, Node, message, respond
+from synaptic_mesh.patterns.bus import BUS_PREFIX
+from synaptic_mesh.patterns.survey import survey
+from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter
+from synaptic_mesh.transports.nng import NngIpcTransport, NngTcpTransport
+from synaptic_mesh.transports.nng_native import DEFAULT_NATIVE, pack, split_native, unpack
+from synaptic_mesh.transports.nng_survey import LATE_GRACE
+from tests.conformance.actors import Heard, Probe
+from tests.patterns.actors import Member, Question, Say, Voter
+from tests.transports.util import FAST, until
+
+SCHEMES = ("nng+tcp", "nng+ipc")
+
+
+@asynccontextmanager
+async def two_nodes(
+    scheme: str, query: str = "", b_query: str | None = None
+) -> AsyncIterator[tuple[Node, Node]]:
+    """Node ``a`` listening, node ``b`` dialing it, with ``query`` options (``b_query`` for
+    ``b`` when given); returns once their native sockets reach each other."""
+    path = tempfile.mkdtemp(prefix="smesh-nnn-", dir="/tmp")
+    b_query = query if b_query is None else b_query
+    extra = f"&{b_query}" if b_query else ""
+    try:
+        if scheme == "nng+tcp":
+            first, second = f"nng+tcp://127.0.0.1:0?{query}", "nng+tcp://127.0.0.1:0?peers={}"
+        else:
+            first, second = (
+                f"nng+ipc://{path}/a.sock?{query}",
+                f"nng+ipc://{path}/b.sock?peers={{}}",
+            )
+        async with Node(first.rstrip("?"), name="a", transport_options=FAST) as a:
+            url = second.format(a.transport.address) + extra  # type: ignore[attr-defined]
+            async with Node(url, name="b", transport_options=FAST) as b:
+                await native_ready(a, b)
+                yield a, b
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def native_ready(a: Node, b: Node) -> None:
+    """Wait until each node's native sockets reach the other (the endpoint exchange is done)."""
+    for me, other in ((a, b), (b, a)):
+        for name, lowering in me.transport.lowerings.items():  # type: ignore[attr-defined]
+            if name not in other.transport.lowerings:  # type: ignore[attr-defined]
+                continue
+            socket = lowering.surveyor if name == "survey" else lowering.socket
+            peers = [other.transport.id] + ([me.transport.id] if name == "survey" else [])  # type: ignore[attr-defined]
+            for peer in peers:
+                await until(lambda s=socket, p=peer: s.reaches(p), what=f"{name} reaches {peer}")
+
+
+@message(name="tests.nng_native.Chat")
+class Chat:
+    n: int
+    text: str = ""
+
+
+class GuildVoter(AgentActor):
+    """A respondent in queue group ``workers`` of ``guild``: the group answers once."""
+
+    @respond("guild", queue="workers")
+    async def vote(self, question: Question) -> str:
+        return self.subject
+
+
+class SlowVoter(AgentActor):
+    @respond("slow")
+    async def vote(self, question: Question) -> str:
+        await asyncio.sleep(0.3)
+        return "late"
+
+
+# -- the native option --------------------------------------------------------------------
+
+
+def test_native_option_chooses_the_lowered_patterns() -> None:
+    assert split_native("nng+tcp://h:1?peers=x:2", {}) == (
+        "nng+tcp://h:1?peers=x:2",
+        DEFAULT_NATIVE,
+    )
+    assert split_native("nng+ipc:///p.sock?native=bus&peers=/q", {}) == (
+        "nng+ipc:///p.sock?peers=/q",
+        frozenset({"bus"}),
+    )
+    assert split_native("nng+tcp://h:1?native=", {}) == ("nng+tcp://h:1", frozenset())
+    options: dict[str, Any] = {"native": "survey"}
+    assert split_native("nng+tcp://h:1?native=bus", options)[1] == frozenset({"survey"})
+    assert options == {}, "the keyword option is taken out"
+    with pytest.raises(ValueError, match="NNG lowers only survey, bus natively"):
+        split_native("nng+tcp://h:1?native=survey,pair", {})
+
+
+def test_capabilities_follow_the_option_and_the_role() -> None:
+    assert NngTcpTransport.capabilities.native == DEFAULT_NATIVE
+    for url, expected in [
+        ("nng+tcp://127.0.0.1:0", {"survey", "bus"}),
+        ("nng+tcp://127.0.0.1:0?native=survey", {"survey"}),
+        ("nng+tcp://127.0.0.1:0?native=", set()),
+        ("nng+tcp://127.0.0.1:0?role=root", set()),  # a tree: not every node reaches every node
+        ("nng+tcp://?role=leaf&parent=127.0.0.1:9", set()),
+    ]:
+        transport = NngTcpTransport(url)
+        assert transport.capabilities.native == expected, url
+        for name in ("request-reply", "pub-sub", "pipeline", "bus", "survey", "pair"):
+            assert (transport.native_lowering(name) is not None) == (name in expected), (url, name)
+    assert NngIpcTransport("nng+ipc:///tmp/x.sock?native=bus").capabilities.native == {"bus"}
+
+
+def test_wire_format_round_trip_and_refusals() -> None:
+    limits = NngTcpTransport().native_limits()
+    header, frames = unpack(pack(["V"], [b"env", b"att"], limits), limits)
+    assert header == ["V"] and frames == [b"env", b"att"]
+    for data, reason in [
+        (b"\x00", "no frame count"),
+        (b"\x00\x00\x00\x01\x00\x00\x00\x00", "bad frame count 1"),
+        (b"\x00\x00\x00\x02\x00\x00\x00\x05\x00\x00\x00\x01ab", "add up to 6 bytes"),
+        (b"\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x00\xc1", "header is not msgpack"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            unpack(data, limits)
+
+
+# -- survey ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_survey_goes_native_and_counts_every_voter_of_a_node(scheme: str) -> None:
+    """Three voters on ``b`` answer one NNG survey three times (a raw Respondent0)."""
+    async with two_nodes(scheme) as (a, b):
+        for n in range(3):
+            await b.spawn(Voter, f"council.b{n}", "red")
+        await a.spawn(Voter, "council.a0", "blue")
+        result = await survey(a, "council", Question("colour?"), timeout=0.5)
+        assert sorted(result.respondents) == [
+            "council.a0",
+            "council.b0",
+            "council.b1",
+            "council.b2",
+        ]
+        # a: sent the question and its own voter's vote; got the question and four votes.
+        # b: got the question once and sent three votes (a raw respondent answers again).
+        stats_a, stats_b = a.transport.stats, b.transport.stats  # type: ignore[attr-defined]
+        assert (stats_a.sent, stats_a.received, stats_a.fallbacks) == (2, 5, 0), stats_a
+        assert (stats_b.sent, stats_b.received) == (3, 1), stats_b
+
+
+async def test_a_queue_group_answers_once_per_survey_across_nodes() -> None:
+    async with two_nodes("nng+tcp") as (a, b):
+        await a.spawn(GuildVoter, "guild.a0")
+        await b.spawn(GuildVoter, "guild.b0")
+        await b.spawn(GuildVoter, "guild.b1")
+        seen: list[str] = []
+        for _ in range(6):
+            result = await survey(a, "guild", Question("who?"), timeout=0.3)
+            assert len(result) == 1, result
+            seen.append(result[0].value)
+        assert {"guild.a0"} < set(seen), "the group's member on b must get its turn"
+        assert a.transport.stats.fallbacks == 0  # type: ignore[attr-defined]
+
+
+async def test_concurrent_surveys_do_not_cancel_each_other() -> None:
+    """One pynng context per survey: a new survey does not end the one before."""
+    async with two_nodes("nng+ipc") as (a, b):
+        for n in range(2):
+            await b.spawn(Voter, f"council.b{n}", "red")
+        results = await asyncio.gather(
+            *(survey(a, "council", Question(f"q{i}"), timeout=0.5) for i in range(5))
+        )
+        assert [sorted(r.respondents) for r in results] == [["council.b0", "council.b1"]] * 5
+
+
+async def test_votes_after_the_deadline_are_counted_late() -> None:
+    async with two_nodes("nng+tcp") as (a, b):
+        await b.spawn(SlowVoter, "slow.v")
+        result = await survey(a, "slow", Question("hurry?"), timeout=0.1)
+        assert len(result) == 0 and not result.no_responders
+        await until(lambda: a.stats.late_replies == 1, what="the late vote counted")
+        assert LATE_GRACE > 0.3
+
+
+async def test_a_peer_without_a_native_pipe_is_asked_on_the_generic_path() -> None:
+    async with two_nodes("nng+tcp") as (a, b):
+        await b.spawn(Voter, "council.b0", "red")
+        lowering = a.transport.lowerings["survey"]  # type: ignore[attr-defined]
+        lowering.surveyor.undial(b.transport.id)  # type: ignore[attr-defined]
+        result = await survey(a, "council", Question("still there?"), timeout=1.0)
+        assert result.respondents == ["council.b0"]
+        assert a.transport.stats.fallbacks == 1  # type: ignore[attr-defined]
+
+
+# -- bus ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_bus_goes_native_in_order_never_to_the_sender(scheme: str) -> None:
+    async with two_nodes(scheme) as (a, b):
+        log: list[Heard] = []
+        await a.spawn(Probe, "probe.log", log)
+        for node, member in ((a, "room.a1"), (b, "room.b1"), (b, "room.b2")):
+            await node.spawn(Member, member, "probe.log")
+        for member in ("room.a1", "room.b1"):
+            await a.tell(member, Say(30))
+        await until(lambda: len(log) == 2 * 2 * 30, what="every member heard the others")
+        for receiver, sender in [
+            ("room.a1", "room.b1"),
+            ("room.b1", "room.a1"),
+            ("room.b2", "room.a1"),
+            ("room.b2", "room.b1"),
+        ]:
+            heard = [
+                int(h.text.split(":")[1])
+                for h in log
+                if h.actor == receiver and h.text.startswith(sender + ":")
+            ]
+            assert heard == list(range(30)), (receiver, sender)
+        assert not [h for h in log if h.text.startswith(h.actor + ":")], "a member heard itself"
+        for node in (a, b):
+            stats = node.transport.stats  # type: ignore[attr-defined]
+            assert stats.sent == 30 and stats.fallbacks == 0 and stats.gaps == 0, stats
+
+
+async def test_bus_losses_at_a_full_queue_are_counted_as_gaps() -> None:
+    """Bus0 drops silently at a full pipe queue: the sequence numbers count every loss."""
+    async with two_nodes("nng+tcp") as (a, b):
+        lowering_a = a.transport.lowerings["bus"]  # type: ignore[attr-defined]
+        lowering_b = b.transport.lowerings["bus"]  # type: ignore[attr-defined]
+        release = asyncio.Event()
+        got: list[int] = []
+
+        async def stalls(subject: str, frames: Any, reply_to: str | None) -> None:
+            env = b.open_envelope(subject, frames)
+            got.append(env.body.n)  # type: ignore[union-attr]
+            await release.wait()  # the reader stops: NNG's queues fill, then Bus0 drops
+
+        await lowering_b.join(b, "flood", "flood.b", stalls)
+        total = 4000
+        for n in range(total):
+            await lowering_a.send(a, "flood", "flood.a", Chat(n, "x" * 4000))
+        release.set()
+        await until(lambda: b.transport.stats.received >= 1, what="some arrive")  # type: ignore[attr-defined]
+        await asyncio.sleep(0.5)  # the queues drain
+        await lowering_a.send(a, "flood", "flood.a", Chat(total))  # reveals a loss at the tail
+        await until(lambda: got and got[-1] == total, what="the last message")
+        gaps = b.transport.stats.gaps  # type: ignore[attr-defined]
+        assert gaps > 0, "the flood must overrun NNG's queues"
+        assert len(got) + gaps == total + 1, (len(got), gaps)
+        assert got == sorted(got)
+
+
+# -- mixed deployments ----------------------------------------------------------------------
+
+
+async def test_a_node_without_native_sockets_is_served_on_the_generic_path() -> None:
+    """``native=`` on one node: the other learns it has no endpoints and falls back at once."""
+    async with two_nodes("nng+tcp", b_query="native=") as (a, b):
+        assert b.transport.capabilities.native == frozenset()  # type: ignore[attr-defined]
+        await until(lambda: b.transport.id in a.transport.native.peers, what="tables exchanged")  # type: ignore[attr-defined]
+        await b.spawn(Voter, "council.b0", "red")
+        log: list[Heard] = []
+        await a.spawn(Probe, "probe.log", log)
+        await a.spawn(Member, "room.a1", "probe.log")
+        await b.spawn(Member, "room.b1", "probe.log")
+        started = asyncio.get_running_loop().time()
+        result = await survey(a, "council", Question("mixed?"), timeout=1.0)
+        await a.tell("room.a1", Say(5))
+        await a.tell("room.b1", Say(5))
+        await until(lambda: len(log) == 10, what="both members heard the other")
+        assert asyncio.get_running_loop().time() - started < 1.9, "no wait for a pipe never made"
+        assert result.respondents == ["council.b0"]
+        assert sorted({h.actor for h in log}) == ["room.a1", "room.b1"]
+        stats = a.transport.stats  # type: ignore[attr-defined]
+        assert stats.fallbacks == 6 and stats.sent == 0, stats
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+FOREIGN = {
+    "survey": (pynng.Surveyor0, "survey question"),
+    "bus": (pynng.Bus0, "bus message"),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(FOREIGN))
+async def test_garbage_on_a_native_endpoint_is_dead_lettered(
+    endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="synaptic_mesh")
+    async with two_nodes("nng+tcp") as (a, b):
+        letters: list[DeadLetter] = []
+
+        async def record(letter: DeadLetter, subject: str) -> None:
+            letters.append(letter)
+
+        await b.subscribe(DEAD_LETTER_SUBJECT, record)
+        kind, expected = FOREIGN[endpoint]
+        url = b.transport.native.endpoints[endpoint]  # type: ignore[attr-defined]
+        with kind(dial=url, send_timeout=2000) as foreign:
+            await asyncio.sleep(0.1)
+            await foreign.asend(b"GET / HTTP/1.1\r\n\r\n")
+            await until(lambda: letters, what="dead letter")
+        assert expected in letters[0].reason and "bad frame count" in letters[0].reason
+        assert letters[0].detail == b"GET / HTTP/1.1\r\n\r\n".hex()
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any("refused native input" in e and expected in e for e in errors), errors
+        assert b.transport.stats.bad_frames == 1  # type: ignore[attr-defined]
+        await b.spawn(Voter, "council.b0", "red")  # the node goes on
+        result = await survey(a, "council", Question("fine?"), timeout=0.5)
+        assert result.respondents == ["council.b0"]
+
+
+# -- closing releases every socket ----------------------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def settled() -> int:
+    """The descriptor count once it stopped moving (NNG's reaper closes pipes a bit later)."""
+    count, still = open_fds(), 0
+    while still < 10:
+        await asyncio.sleep(0.01)
+        now = open_fds()
+        count, still = now, (still + 1 if now == count else 0)
+    return count
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_native_sockets_leak_no_file_descriptor(scheme: str, no_leaks: Any) -> None:
+    async def cycle() -> None:
+        async with two_nodes(scheme) as (a, b):
+            await b.spawn(Voter, "council.b0", "red")
+            assert len(await survey(a, "council", Question("?"), timeout=0.3)) == 1
+            heard: list[Any] = []
+
+            async def keep(subject: str, frames: Any, reply_to: str | None) -> None:
+                heard.append(subject)
+
+            await b.transport.lowerings["bus"].join(b, "fd", "fd.b", keep)  # type: ignore[attr-defined]
+            await a.transport.lowerings["bus"].send(a, "fd", "fd.a", Chat(1))  # type: ignore[attr-defined]
+            await until(lambda: heard == [f"{BUS_PREFIX}.fd.fd.a"], what="bus message")
+
+    await cycle()  # NNG's own threads and descriptors are made once per process
+    gc.collect()
+    gc.disable()  # pynng closes a socket it garbage-collects: that must not be what saves us
+    try:
+        before = await settled()
+        for _ in range(3):
+            await cycle()
+        after = await settled()
+    finally:
+        gc.enable()
+    assert after == before, "every native NNG socket must be closed by transport.close()"
+    await no_leaks()
