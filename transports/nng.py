@@ -18,7 +18,8 @@ transport, e.g. ``Node(transport_options={"heartbeat": 0.2})``, override them)::
 * ``nng+ipc``: the path is everything between ``nng+ipc://`` and ``?``
   (percent-decoded; relative to the working directory unless absolute);
   addresses in ``peers``/``parent`` are paths. Each accepted link also listens
-  on ``PATH.N``, and the native sockets on ``PATH.sv`` and ``PATH.bus``, so
+  on ``PATH.N``, and the native sockets on ``PATH.sv``, ``PATH.bus``,
+  ``PATH.sub``, ``PATH.rep``, ``PATH.pull`` and ``PATH.lN`` (a hotline), so
   keep ``PATH`` under about 100 bytes. An empty path (not for a leaf) picks a
   fresh one, as port 0 does for TCP:
   ``nng-<node-id>.sock`` in ``$XDG_RUNTIME_DIR/synaptic-mesh``, else in
@@ -42,60 +43,82 @@ interest). ``max_message`` follows the ``max_message`` option. ``native``:
 the option below on a full mesh, nothing in a tree.
 
 Native lowerings (``native`` option, a query or keyword option naming the
-patterns; default ``native=survey,bus``; ``native=`` for none)::
+patterns; default ``native=survey,bus,pair,pipeline``; ``native=`` for none;
+``pub-sub`` and ``request-reply`` are opt-in)::
 
-    nng+tcp://127.0.0.1:7001?peers=127.0.0.1:7002&native=survey
+    nng+tcp://127.0.0.1:7001?peers=127.0.0.1:7002&native=survey,bus,pair,pipeline,pub-sub
 
 Native sockets exist only on a full mesh (``role=mesh``): NNG's protocols
 reach the nodes a socket has pipes to and do not forward, so a tree keeps
 every pattern on the router (its ``capabilities.native`` is empty, which the
 conformance suite checks). What a native lowering shares (the ``native``
 option, endpoints advertised to peers over the router, the wire format,
-``transport.stats``) is :mod:`~synaptic_mesh.transports.nng_native`.
+``transport.stats``) is :mod:`~synaptic_mesh.transports.nng_native`. Every
+lowering finds its target nodes in the router's interest table (queue groups
+choose one member node round-robin), so interest, queue groups and "no
+responders" mean what they mean on the router.
 
 * survey, native (:mod:`~synaptic_mesh.transports.nng_survey`): ``Surveyor0``
   with one pynng context per survey, answered by a *raw* ``Respondent0`` on
-  each node, which may answer one survey once per voter. Interest, queue
-  groups and "no responders" still come from the router's table.
+  each node, which may answer one survey once per voter.
 * bus, native (:mod:`~synaptic_mesh.transports.nng_bus`): one ``Bus0`` socket
   per node, one pipe per pair of nodes. Bus0 drops at a full pipe queue:
   queues are deep, each message carries a sequence number per sending node,
   and every loss a later message reveals is counted in ``transport.stats.gaps``.
-* pub-sub, pipeline, request-reply, PAIR hotline: not native (not done); they
-  run on the generic lowering over the router and the ``Pair1`` links. What
-  stands in the way: pub-sub on Pub0/Sub0 would lose the order the suites
-  rely on between a publish and a later ask on the link
-  (``test_dynamic_subscription_until_unsubscribed`` publishes, then asks as
-  a round trip "after" it), so it could only be opt-in; Req0/Rep0 still needs
-  the router to find the node serving a subject and to say "no responders";
-  Push0 round-robins over pipes and knows neither keys nor queue groups; the
-  hotline already runs over a ``Pair1`` link per peer (a dedicated ``Pair1``
-  per line, as ``zmq+pair`` does, is not done).
+* PAIR hotline, native (:mod:`~synaptic_mesh.transports.nng_pair`): a
+  dedicated monogamous ``Pair1`` socket at each end of each line (handshake
+  on ``_line.<id>``; the end that reads the last message closes first), as
+  ``zmq+pair`` does; a line whose caller is not native, or whose pipe
+  dropped, runs on the subjects.
+* pipeline, native (:mod:`~synaptic_mesh.transports.nng_pipeline`): one
+  ``Pull0`` per node and one ``Push0`` per destination node (Push0 cannot
+  choose a pipe, so the router's table chooses the node: a keyed subject's
+  worker, or one member node of a stage's queue group). What crosses nodes
+  is a remote producer's (a ``Feeder``) items; a gate and its workers share
+  a node, where items are delivered in place.
+* pub-sub, opt-in (:mod:`~synaptic_mesh.transports.nng_pubsub`): a ``Pub0``
+  dialing every peer's ``Sub0``; drops at a full queue counted as
+  ``stats.gaps``. Gives up the order between a publish and the publisher's
+  later traffic on the link (``test_dynamic_subscription_until_unsubscribed``
+  publishes, then asks as a round trip "after" it).
+* request-reply, opt-in (:mod:`~synaptic_mesh.transports.nng_reqrep`): a
+  ``Req0`` context per ask on a ``Req0`` aimed at the serving node's
+  ``Rep0``; late replies dropped and counted, remote errors and "no
+  responders" as on the generic path. Gives up per-sender order between a
+  ``tell`` and a later ``ask`` to the same actor (DESIGN.md section 5), which
+  the pattern conformance suite does not check (its asks use ``Node.ask``,
+  not the lowering).
 
 A native send first waits (at most two seconds) until its socket reaches
 every node that wants the message; a node it cannot reach makes that send
 take the generic path instead (``transport.stats.fallbacks``), so a
-late or broken native pipe costs speed, never a vote or a bus message.
+late or broken native pipe costs speed, never a vote, a bus message, an
+item or an ask.
 
 Ordering across sockets: a native message and the router's traffic travel on
-different sockets, so a bus message or survey question is not ordered with
-the sender's publishes, tells and asks (a ``tell`` sent after a bus ``send``
-may arrive first). Per-sender order within the bus holds (one Bus0 pipe per
-pair of nodes). The suites do not rely on cross-socket order for survey or
-bus; they do for pub-sub (above).
+different sockets, so a bus message, survey question, pipeline item, native
+publish or native ask is not ordered with the sender's traffic on the router
+(a ``tell`` sent after a bus ``send`` may arrive first). Within one lowering,
+order per sender holds while its pipe stays up (one pipe per pair of nodes;
+a hotline's own pair of sockets). The default set is the one whose promises
+the suites and DESIGN.md keep; the opt-in two are not.
 
-Bad input on a native endpoint (a foreign ``Surveyor0`` or ``Bus0`` dialing
-it with anything but this protocol) is logged at ERROR and reported through
-``on_bad_frame`` (the node dead-letters it); the socket goes on. ``close``
-closes every native socket first (no linger: NNG discards what a native
-socket still queues), then the links as before.
+Bad input on a native endpoint (a foreign NNG socket dialing it with
+anything but this protocol) is logged at ERROR and reported through
+``on_bad_frame`` (the node dead-letters it); the socket goes on (a hotline's
+socket closes, and the line goes on over the subjects). ``close`` closes each
+hotline's sockets (a line that just sent its last message gets up to
+``LAST_GRACE`` s), then every native socket (no linger: NNG discards what a
+native socket still queues), then the links as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote
@@ -110,6 +133,7 @@ from synaptic_mesh.transports.base import (
     Capabilities,
     Frame,
     HandlerSubscription,
+    LinkClosed,
     LinkConnector,
 )
 from synaptic_mesh.transports.framing import LinkLimits
@@ -122,8 +146,14 @@ from synaptic_mesh.transports.nng_native import (
     NativeStats,
     split_native,
 )
+from synaptic_mesh.transports.nng_pair import NngPair
+from synaptic_mesh.transports.nng_pipeline import NngPipeline
+from synaptic_mesh.transports.nng_pubsub import NngPubSub
+from synaptic_mesh.transports.nng_reqrep import NngReqRep
 from synaptic_mesh.transports.nng_survey import NngSurvey
 from synaptic_mesh.transports.shm import default_directory
+
+log = logging.getLogger("synaptic_mesh.nng")
 
 DEFAULT_MAX_MESSAGE = RouterSettings.max_message
 _NODE_ID = next(f for f in dataclasses.fields(RouterSettings) if f.name == "node_id")
@@ -184,6 +214,15 @@ class _NngTransport(RoutedTransport):
             self.lowerings["survey"] = NngSurvey(self)
         if "bus" in native:
             self.lowerings["bus"] = NngBus(self)
+        if "pair" in native:
+            self.lowerings["pair"] = NngPair(self)
+        if "pub-sub" in native:
+            self.lowerings["pub-sub"] = NngPubSub(self)
+        if "request-reply" in native:
+            self.lowerings["request-reply"] = NngReqRep(self)
+        if "pipeline" in native:
+            self.lowerings["pipeline"] = NngPipeline(self)
+        self.closing_native = False
         self.capabilities = dataclasses.replace(  # type: ignore[misc]
             type(self).capabilities,
             max_message=self.settings.max_message,
@@ -251,6 +290,37 @@ class _NngTransport(RoutedTransport):
             self._node_turns.clear()
         return targets
 
+    def interested_nodes(self, subject: str) -> set[str]:
+        """Every node (this one included) with a subscription matching ``subject`` now."""
+        match = self._table.match(subject)
+        if not match:
+            return set()
+        nodes = {self._node_of(item) for item in match.plain}
+        for members in match.groups:
+            nodes.update(self._node_of(item) for item in members)
+        return nodes
+
+    async def send_to_peer(
+        self, peer_id: str, subject: str, frames: Sequence[Frame], queues: list[str]
+    ) -> None:
+        """Send on the router's link to ``peer_id`` only, naming the queue groups it serves.
+
+        The generic path of a native send whose target node is already chosen
+        (it delivers there as ``deliver_here`` would). A peer without a link up
+        loses the message (logged at WARNING), as the router's own sends do.
+        """
+        peer = self._peers.get(peer_id)
+        try:
+            if peer is None:
+                raise LinkClosed(f"no link to peer {peer_id}")
+            await peer.send(subject, None, queues, 1, frames)
+        except (LinkClosed, ValueError) as exc:
+            log.warning("%s: %s to peer %s lost: %s", self.id, subject, peer_id, exc)
+
+    def serves_here(self, subject: str) -> bool:
+        """Whether a subscription of this node matches ``subject`` now."""
+        return self.id in self.interested_nodes(subject)
+
     def _node_of(self, item: HandlerSubscription | Peer) -> str:
         return item.id if type(item) is Peer else self.id  # type: ignore[union-attr]
 
@@ -291,8 +361,14 @@ class _NngTransport(RoutedTransport):
 
         Links still flushing (see ``nng_link``'s graceful close) get ``LINGER``
         seconds; whatever is left is aborted, so no NNG socket outlives ``close``.
-        The native sockets close first (no linger: see ``nng_native``).
+        The native sockets close first (no linger: see ``nng_native``), after
+        each lowering's own ``close`` (a hotline's last message gets out).
         """
+        self.closing_native = True
+        for lowering in self.lowerings.values():
+            closer = getattr(lowering, "close", None)
+            if closer is not None:
+                await closer()
         await self.native.close()
         await super().close()
         connector = self._nng

@@ -1,9 +1,11 @@
 """Shared plumbing of the NNG native lowerings: option, endpoints, wire format, peer reach.
 
 The native lowerings (:mod:`~synaptic_mesh.transports.nng_survey`,
-:mod:`~synaptic_mesh.transports.nng_bus`) put a pattern's traffic on NNG's
-own protocol sockets beside the router's ``Pair1`` links. Everything they
-share is here:
+:mod:`~synaptic_mesh.transports.nng_bus`, :mod:`~synaptic_mesh.transports.nng_pair`,
+:mod:`~synaptic_mesh.transports.nng_pubsub`, :mod:`~synaptic_mesh.transports.nng_reqrep`,
+:mod:`~synaptic_mesh.transports.nng_pipeline`) put a pattern's traffic on
+NNG's own protocol sockets beside the router's ``Pair1`` links. Everything
+they share is here:
 
 * :func:`split_native`: the ``native`` URL option (``?native=survey,bus``,
   ``?native=`` for none), taken out before the link URL parser sees it.
@@ -17,6 +19,8 @@ share is here:
   beside the node's own socket), dial the matching endpoint of peers, and
   knows which peers it *reaches* (has a pipe to), so a lowering can tell
   whether a native send would reach every node that wants the message.
+  Protocols that cannot aim a message at one pipe (Req0, Push0) get one
+  socket per peer (:meth:`NativePlumbing.open_to`), opened on first use.
 * :class:`NativePlumbing`: how peers learn each other's endpoints. Each node
   subscribes ``_nng.native.<own id>`` on the router; when a peer comes up it
   publishes its endpoint table there, asking for the peer's in return.
@@ -58,10 +62,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("synaptic_mesh.nng.native")
 
-SUPPORTED: Final = ("survey", "bus")
+SUPPORTED: Final = ("survey", "bus", "pair", "pub-sub", "request-reply", "pipeline")
 """The patterns this transport can lower natively (names of ``patterns.lowering.PATTERNS``)."""
-DEFAULT_NATIVE: Final = frozenset({"survey", "bus"})
-"""Native by default (on a full mesh): the set that keeps every promise the suites check."""
+DEFAULT_NATIVE: Final = frozenset({"survey", "bus", "pair", "pipeline"})
+"""Native by default (on a full mesh): the set that keeps every promise the suites check.
+``pub-sub`` is opt-in (see :mod:`~synaptic_mesh.transports.nng_pubsub`)."""
 ENDPOINTS_PREFIX: Final = "_nng.native"
 ENDPOINTS_MAGIC: Final = b"SMNNGN1"
 READY_WAIT: Final = 2.0
@@ -365,6 +370,26 @@ class NativePlumbing:
             self.endpoints[native.listen_as] = url
         if native.dial_self and native.dials in self.endpoints:
             native.dial(t.id, self.endpoints[native.dials])
+
+    def open_to(
+        self, peer: str, endpoint: str, make: Callable[[], pynng.Socket]
+    ) -> NativeSocket | None:
+        """A new socket (``make()``) dialing only ``peer``'s ``endpoint``, for protocols that
+        cannot aim a message at one pipe (Req0, Push0); ``None`` if the peer has no such
+        endpoint (native is off there, or its table has not arrived yet)."""
+        url = self.peers.get(peer, {}).get(endpoint)
+        if url is None:
+            return None
+        native = NativeSocket(self, make(), dials=endpoint, dial_if=lambda p: p == peer)
+        self.add(native)
+        native.dial(peer, url)
+        return native
+
+    def discard(self, native: NativeSocket) -> None:
+        """Close ``native`` and forget it (a per-peer socket whose peer went down)."""
+        native.close()
+        if native in self.sockets:
+            self.sockets.remove(native)
 
     async def start(self) -> None:
         """Subscribe the endpoint subject and tell every peer already up."""

@@ -1,4 +1,7 @@
-"""NNG native lowerings: survey on Surveyor0/raw Respondent0, bus on Bus0.
+"""NNG native lowerings: survey on Surveyor0/raw Respondent0, bus on Bus0; the shared plumbing.
+
+The PAIR hotline, pub-sub, request-reply and pipeline lowerings have their own
+files (``test_nng_native_<pattern>.py``) that reuse ``two_nodes`` from here.
 
 Two real nodes in this process on real NNG sockets, so the tests can read
 each transport's native counters (``transport.stats``); the pattern
@@ -67,7 +70,14 @@ async def native_ready(a: Node, b: Node) -> None:
         for name, lowering in me.transport.lowerings.items():  # type: ignore[attr-defined]
             if name not in other.transport.lowerings:  # type: ignore[attr-defined]
                 continue
-            socket = lowering.surveyor if name == "survey" else lowering.socket
+            socket = {"survey": "surveyor", "bus": "socket", "pub-sub": "publisher"}.get(name)
+            if socket is None:  # the others make their sockets per line or per request
+                await until(
+                    lambda m=me, p=other.transport.id: p in m.transport.native.peers,  # type: ignore[attr-defined]
+                    what="endpoint tables exchanged",
+                )
+                continue
+            socket = getattr(lowering, socket)
             peers = [other.transport.id] + ([me.transport.id] if name == "survey" else [])  # type: ignore[attr-defined]
             for peer in peers:
                 await until(lambda s=socket, p=peer: s.reaches(p), what=f"{name} reaches {peer}")
@@ -110,14 +120,15 @@ def test_native_option_chooses_the_lowered_patterns() -> None:
     options: dict[str, Any] = {"native": "survey"}
     assert split_native("nng+tcp://h:1?native=bus", options)[1] == frozenset({"survey"})
     assert options == {}, "the keyword option is taken out"
-    with pytest.raises(ValueError, match="NNG lowers only survey, bus natively"):
-        split_native("nng+tcp://h:1?native=survey,pair", {})
+    every = "survey, bus, pair, pub-sub, request-reply, pipeline"
+    with pytest.raises(ValueError, match=f"native=bogus: NNG lowers only {every} natively"):
+        split_native("nng+tcp://h:1?native=survey,bogus", {})
 
 
 def test_capabilities_follow_the_option_and_the_role() -> None:
     assert NngTcpTransport.capabilities.native == DEFAULT_NATIVE
     for url, expected in [
-        ("nng+tcp://127.0.0.1:0", {"survey", "bus"}),
+        ("nng+tcp://127.0.0.1:0", {"survey", "bus", "pair", "pipeline"}),
         ("nng+tcp://127.0.0.1:0?native=survey", {"survey"}),
         ("nng+tcp://127.0.0.1:0?native=", set()),
         ("nng+tcp://127.0.0.1:0?role=root", set()),  # a tree: not every node reaches every node
