@@ -43,8 +43,8 @@ interest). ``max_message`` follows the ``max_message`` option. ``native``:
 the option below on a full mesh, nothing in a tree.
 
 Native lowerings (``native`` option, a query or keyword option naming the
-patterns; default ``native=survey,bus,pair,pipeline``; ``native=`` for none;
-``pub-sub`` and ``request-reply`` are opt-in)::
+patterns; default ``native=pair,pipeline``; ``native=`` for none; ``survey``,
+``bus``, ``pub-sub`` and ``request-reply`` are opt-in)::
 
     nng+tcp://127.0.0.1:7001?peers=127.0.0.1:7002&native=survey,bus,pair,pipeline,pub-sub
 
@@ -58,13 +58,18 @@ lowering finds its target nodes in the router's interest table (queue groups
 choose one member node round-robin), so interest, queue groups and "no
 responders" mean what they mean on the router.
 
-* survey, native (:mod:`~synaptic_mesh.transports.nng_survey`): ``Surveyor0``
+* survey, opt-in (:mod:`~synaptic_mesh.transports.nng_survey`): ``Surveyor0``
   with one pynng context per survey, answered by a *raw* ``Respondent0`` on
-  each node, which may answer one survey once per voter.
-* bus, native (:mod:`~synaptic_mesh.transports.nng_bus`): one ``Bus0`` socket
+  each node, which may answer one survey once per voter. Not the default:
+  under load it loses votes (a survey of 50 voters on one node came back
+  with 14 in ``bench/patterns.py``; the cause is not found yet) and took
+  four times as long as its bare twin.
+* bus, opt-in (:mod:`~synaptic_mesh.transports.nng_bus`): one ``Bus0`` socket
   per node, one pipe per pair of nodes. Bus0 drops at a full pipe queue:
   queues are deep, each message carries a sequence number per sending node,
   and every loss a later message reveals is counted in ``transport.stats.gaps``.
+  Not the default for that reason: a burst of sends (the pattern bench's)
+  loses messages, where the router pushes back on the sender instead.
 * PAIR hotline, native (:mod:`~synaptic_mesh.transports.nng_pair`): a
   dedicated monogamous ``Pair1`` socket at each end of each line (handshake
   on ``_line.<id>``; the end that reads the last message closes first), as
@@ -101,7 +106,7 @@ publish or native ask is not ordered with the sender's traffic on the router
 (a ``tell`` sent after a bus ``send`` may arrive first). Within one lowering,
 order per sender holds while its pipe stays up (one pipe per pair of nodes;
 a hotline's own pair of sockets). The default set is the one whose promises
-the suites and DESIGN.md keep; the opt-in two are not.
+the suites and DESIGN.md keep under load; the opt-in four do not.
 
 Bad input on a native endpoint (a foreign NNG socket dialing it with
 anything but this protocol) is logged at ERROR and reported through
