@@ -32,6 +32,37 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * frac
 
 
+TAIL_SAMPLES = 10
+"""Samples a tail percentile should rest on (lie beyond it) before it is read as a figure."""
+
+
+def tail_note(q: float, samples: int) -> str | None:
+    """``None`` when the ``q``-th percentile of ``samples`` values rests on enough of them.
+
+    The p99.9 of 5,000 round trips is decided by its 5 slowest: one stall more
+    or less moves it. Below :data:`TAIL_SAMPLES` beyond the percentile, this
+    says so in words a report can print next to the figure.
+    """
+    beyond = round(samples * (100 - q) / 100, 6)  # 1,000 x 0.1% is 1, not 0.99999
+    if beyond >= TAIL_SAMPLES:
+        return None
+    slowest = max(1, round(beyond))
+    return f"few samples: p{q:g} of {samples:,} rests on its {slowest} slowest" + (
+        " (close to its maximum)" if beyond < 1 else ""
+    )
+
+
+def pooled_percentile(rounds: Sequence[Sequence[float]], q: float) -> tuple[float, int]:
+    """The ``q``-th percentile over the samples of every round together, and how many there were.
+
+    A tail percentile of one round rests on few samples; pooled over the
+    rounds it rests on more (rounds interleave peers, so each saw the same
+    mix of load). Raises ``ValueError`` when there is no sample at all.
+    """
+    merged = sorted(v for r in rounds for v in r)
+    return percentile(merged, q), len(merged)
+
+
 def median(values: Sequence[float]) -> float:
     """Median of ``values`` (``nan`` for none, so a missing peer prints as ``-``)."""
     return statistics.median(values) if values else math.nan

@@ -1,8 +1,9 @@
 """``synaptic-mesh bench``: every bench script, every transport, one comparison matrix.
 
 Each section is a bench script of its own (``bench/inproc.py``,
-``bench/links.py``, ``bench/patterns.py``, ``bench/zmq.py``, ``bench/nng.py``,
-``bench/nats.py``), run as a **subprocess** with ``--json FILE``: a section
+``bench/links.py``, ``bench/bulk.py``, ``bench/patterns.py``, ``bench/zmq.py``,
+``bench/nng.py``, ``bench/nats.py``), run as a **subprocess** with
+``--json FILE``: a section
 that crashes, hangs or is missing cannot take the others down, and each script
 keeps measuring its floor in the same run as its transport, as it does when
 run by hand. The matrix only orchestrates: it shows a progress bar per
@@ -11,10 +12,16 @@ section, reads each JSON file, turns it into common rows
 (``bench/matrix_report.py``) and the PNG plots (``bench/matrix_plots.py``) into
 ``--out``.
 
+Each figure has one source: the 100 MB transfer of every transport
+(``shm://`` and ``tcp://`` included) comes from ``bulk``, so ``links`` runs
+with ``--transfers 0`` and gives the 64-byte figures only.
+
 Nothing is dropped silently: a section whose module is missing, lacks
 ``--json``, exits non-zero, times out, writes JSON no normaliser understands,
 or covers none of the selected transports is listed as skipped or failed with
-the reason (and the tail of what it printed). Sections run one after the
+the reason (and the tail of what it printed); a transport a script skipped
+(``skipped`` in its JSON, e.g. NATS for 100 MB) is named in the section's
+notes with the script's reason. Sections run one after the
 other: the machine has two cores, and two benches at once would measure each
 other.
 
@@ -44,7 +51,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from synaptic_mesh.bench.matrix_rows import NORMALISERS, Row, skipped_in_patterns
+from synaptic_mesh.bench.matrix_rows import FLOOR, NORMALISERS, Row, skipped_transports
 
 KNOWN_ORDER = (
     "inproc",
@@ -109,13 +116,30 @@ class Section:
 NETWORKED = tuple(t for t in ALL_TRANSPORTS if t not in CORE)
 SECTIONS = (
     Section("inproc", "inproc", ("inproc",)),
-    Section("links", "links", ("shm", "tcp")),
+    Section(
+        "links",
+        "links",
+        ("shm", "tcp"),
+        full=("--transfers", "0"),
+        quick=("--quick", "--transfers", "0"),
+        note="64-byte messages only: the 100 MB transfer of shm:// and tcp:// is the bulk "
+        "section's, measured with every other transport",
+    ),
+    Section(
+        "bulk",
+        "bulk",
+        ALL_TRANSPORTS,
+        takes_transports=True,
+        timeout_quick=60,
+        timeout_full=300,
+    ),
     Section(
         "patterns",
         "patterns",
         CORE,
         takes_transports=True,
-        full=("--repeats", "3"),
+        full=("--repeats", "3", "--trial-timeout", "60"),
+        quick=("--quick", "--trial-timeout", "30"),
         note="3 rounds (the script's default is 5), to fit the matrix in 15 minutes",
     ),
     Section(
@@ -123,11 +147,11 @@ SECTIONS = (
         "patterns",
         NETWORKED,
         takes_transports=True,
-        full=("--quick", "--repeats", "3"),
+        full=("--quick", "--repeats", "3", "--trial-timeout", "20"),
         quick=None,
-        timeout_full=360,
+        timeout_full=400,
         note="1/10 sizes, 3 rounds: the whole pattern set at full size on every networked "
-        "transport would not fit in 15 minutes",
+        "transport would not fit in 15 minutes; a trial past 20 s (a lost message) fails",
     ),
     Section("zmq", "zmq", ("zmq", "zmq+pair", "zmq+pubsub")),
     Section("nng", "nng", ("nng+tcp", "nng+ipc")),
@@ -182,7 +206,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run (each script's --quick; patterns on inproc,tcp,shm only): under a minute",
+        help="smoke run (each script's --quick; patterns on inproc,tcp,shm only): under a "
+        "minute, one round per figure, so no spread and few samples behind each tail",
     )
     parser.add_argument(
         "--out",
@@ -363,9 +388,16 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 def read_rows(
     section: Section, outcome: Outcome, json_path: Path, args: argparse.Namespace
 ) -> None:
-    """Load the section's JSON and normalise it; a failure here marks the section failed."""
-    if outcome.status != "ran":
+    """Load the section's JSON and normalise it; a failure here marks the section failed.
+
+    A section that timed out stays failed, but the figures its script had
+    already written (``bench.patterns`` rewrites its JSON after every round)
+    are kept, and the reason says so.
+    """
+    timed_out = outcome.status == "failed" and outcome.reason.startswith("timed out")
+    if outcome.status != "ran" and not (timed_out and json_path.exists()):
         return
+    reason_before = outcome.reason
     try:
         outcome.data = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -391,11 +423,26 @@ def read_rows(
         for r in rows
         if r.transport in keep and (r.section != "patterns" or r.pattern in patterns)
     ]
-    if section.script == "patterns":
-        for scheme, why in skipped_in_patterns(outcome.data).items():
-            outcome.notes.append(f"patterns skipped {scheme}: {why}")
+    if outcome.rows:  # a floor (transport "floor") belongs to every transport of its section
+        outcome.rows += [r for r in rows if r.transport == FLOOR]
+    for scheme, why in skipped_transports(outcome.data).items():
+        if scheme in keep:
+            outcome.notes.append(f"{section.script} skipped {scheme}: {why}")
+    for scheme, why in (outcome.data.get("not_judged") or {}).items():
+        if scheme in keep:
+            outcome.notes.append(f"{scheme} not judged: {why}")
+    for row in outcome.rows:
+        if row.metric.startswith("failed"):
+            what = " ".join(filter(None, (row.transport, row.pattern or row.peer)))
+            outcome.notes.append(f"{what}: {row.value:.0f} {row.metric} (listed as MISS)")
     for peer, why in (outcome.data.get("absent") or {}).items():
         outcome.notes.append(f"{peer} left out: {why}")
+    if timed_out:
+        outcome.status = "failed"
+        outcome.reason = (
+            f"{reason_before}; kept the {len(outcome.rows)} figures of the rounds it finished"
+        )
+        return
     if not outcome.rows:
         outcome.status = "failed"
         outcome.reason = "ran, but produced no figure for the selected transports"

