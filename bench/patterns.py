@@ -31,11 +31,12 @@ survey         50 respondents, quorum 50       publish to 50 subscribers, each p
 hotline        send + receive round trip       as request-reply's twin
 =============  ==============================  ===========================================
 
-A pipeline runs its credit on the node of its supervisor subtree, so a
-producer on another node reaches it through its gate on ``b``: ``feed`` (one
-item at a time, returning once the first stage took it: the latency
-columns) or a ``Feeder`` keeping ``FEED_WINDOW`` feeds in flight (the
-throughput, as a remote producer streams items).
+A pipeline runs its credit on the node of its supervisor subtree (``b``).
+``feed`` asks its gate there for each item, returning once the first stage
+took it (the latency columns); a ``Feeder`` with a window of ``FEED_WINDOW``
+leases that many first-stage credits once and publishes its items straight
+to the stage, getting the credits back in batches (the throughput, as a
+remote producer streams items).
 
 The overhead is the median over rounds of the paired ratio (twin's rate over
 the pattern's, minus 1), each round running the pattern and its twin back to

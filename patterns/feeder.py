@@ -1,38 +1,75 @@
-"""A feeder: a producer that keeps up to ``window`` feeds of one pipeline in flight.
+"""A feeder: a producer that streams items into a pipeline on producer-side credit.
 
-``feed`` waits for the pipeline's gate to take each item, so a producer on
-another node pays a round trip per item and its rate is bounded by the
-latency of the link. A :class:`Feeder` sends the next items while earlier
-ones are still on their way, as Kafka producers and JetStream's async publish
-do::
+``feed`` asks the pipeline's gate for each item, so a producer on another
+node pays a round trip and three messages per item. A :class:`Feeder`
+borrows first-stage credit instead and publishes items straight to the
+first stage, as Kafka producers and JetStream's async publish keep many
+sends in flight::
 
     async with Feeder(node, "ingest", window=64) as feeder:   # or self.feeder("ingest")
         for job in jobs:
             await feeder.put(job)
-    # here every item was taken by the first stage, or the block raised
+    # here the first stage finished every item, or the block raised
 
-Each put is the same ask to the gate as ``feed`` (so admission, credit and
-order per key are the pipeline's, unchanged: the gate admits one item at a
-time in arrival order, and one producer's items arrive in the order it put
-them); only the waiting moves. ``put`` returns once the item is sent and
-fewer than ``window`` are unanswered, so the gate's credit still pushes back:
-a slow stage holds the gate, whose answers stop, and ``put`` waits.
+The first ``put`` asks the pipeline's node for a lease of up to ``window`` of
+the first stage's credits (one round trip per feeder); every ``put`` then
+spends one credit and publishes the item on the stage's subject with the
+run's epoch and the lease in its ``pipe`` header. The workers give the
+credits of finished items back to the lease, in batches, and ``put`` waits
+while the lease has none free, so a slow stage stops the producer as it
+stops ``feed``: at most the stage's credits are in flight, and at most
+``window`` of this feeder's items. The protocol, its fairness between
+producers and how leases end are in :mod:`synaptic_mesh.patterns.pipeline_lease`.
 
-Failures are reported, never lost: the first refusal (``PipelineClosed``
-when the pipeline does not run or stops; ``RemoteError`` when the gate
-failed) is raised by the next ``put`` or by ``flush``; later items of the
-same feeder are then refused too. With ``timeout``, waiting for a free slot
-or for the last answers raises ``AskTimeout``.
+What the pipeline promises holds unchanged: each item goes to exactly one
+worker of the stage (the stage's queue group, or keyed the key's worker),
+items of one key from this feeder are processed in ``put`` order, and a
+crashing worker retries or dead-letters the item. ``put`` returns once the
+item is sent; ``flush`` (and leaving the ``async with`` block) waits until
+the first stage has *finished* every item sent (processed it and handed the
+result on, or dead-lettered it), and ``taken`` counts those.
+
+A keyed pipeline routes by its key function: the feeder uses the spec's when
+the pipeline runs in this process, else ``key`` (which must be named as the
+spec's key is, else ``put`` raises ``ValueError``). With neither it feeds
+through the gate instead: each ``put`` is then the same ask as ``feed``,
+``window`` of them unanswered at a time, and ``taken`` counts the items the
+first stage took.
+
+Failures are reported, never lost: the first one (``PipelineClosed`` when the
+pipeline does not run, stops, restarts or stops answering; ``RemoteError``
+when the gate failed) is raised by the next ``put`` or by ``flush``; later
+items of the same feeder are then refused too. With ``timeout``, waiting for
+the lease, for credit or for the last items raises ``AskTimeout``. ``close``
+(idempotent, and done by the ``async with`` block) gives the lease back; a
+feeder is not reused after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from synaptic_mesh.patterns.pipeline_run import GATE, FeedRefused
-from synaptic_mesh.runtime.envelope import ASK, ERROR, Envelope
-from synaptic_mesh.runtime.errors import AskTimeout, MeshError, PipelineClosed, RemoteError
+from synaptic_mesh.patterns.pipeline_lease_wire import (
+    CONTROL,
+    LeaseAsk,
+    LeaseCredit,
+    LeaseGrant,
+    LeaseRelease,
+    LeaseRevoked,
+)
+from synaptic_mesh.patterns.pipeline_producer import LeasedFeed, key_for
+from synaptic_mesh.patterns.pipeline_run import GATE, PIPE_PREFIX, FeedRefused
+from synaptic_mesh.runtime.envelope import ASK, ERROR, TELL, Envelope
+from synaptic_mesh.runtime.errors import (
+    AskTimeout,
+    MeshError,
+    NoResponders,
+    PipelineClosed,
+    RemoteError,
+)
 from synaptic_mesh.runtime.subjects import validate_subject
 
 if TYPE_CHECKING:
@@ -43,8 +80,21 @@ if TYPE_CHECKING:
 DEFAULT_WINDOW = 64
 
 
+def _well_formed(grant: Any) -> bool:
+    """Whether ``grant`` is a lease grant this feeder can use (credits per pool, a TTL)."""
+    if not isinstance(grant, LeaseGrant):
+        return False
+    pools = grant.workers if grant.keyed else 1
+    return (
+        pools >= 1
+        and len(grant.credits) == pools
+        and all(count >= 0 for count in grant.credits)
+        and grant.ttl > 0
+    )
+
+
 class Feeder:
-    """Feeds ``pipeline`` from ``node``, up to ``window`` items unanswered (module docstring)."""
+    """Feeds ``pipeline`` from ``node``, at most ``window`` items in flight (module docstring)."""
 
     def __init__(
         self,
@@ -54,17 +104,23 @@ class Feeder:
         window: int = DEFAULT_WINDOW,
         sender: str | None = None,
         timeout: float | None = None,
+        key: Callable[[Any], Any] | None = None,
     ) -> None:
-        if window < 1:
-            raise ValueError(f"window must be at least 1, got {window!r}")
+        if type(window) is not int or window < 1:
+            raise ValueError(f"window must be an int of at least 1, got {window!r}")
         self.gate = validate_subject(f"{pipeline}.{GATE}")
+        self.control = f"{PIPE_PREFIX}.{pipeline}.{CONTROL}"
         self.pipeline = pipeline
         self.node = node
         self.window = window
         self.sender = sender
         self.timeout = timeout
+        self.key = key
         self.sent = 0
-        self.taken = 0
+        self._lease: LeasedFeed | None = None
+        self._opened = False  # the lease was asked for and the way of feeding chosen
+        self._closed = False
+        self._gate_taken = 0
         self._unanswered: set[str] = set()
         self._error: MeshError | None = None
         self._room: asyncio.Future[None] | None = None
@@ -72,9 +128,26 @@ class Feeder:
         self._items = 0
 
     @property
+    def leased(self) -> bool:
+        """Whether items go straight to the first stage (else through the gate)."""
+        return self._lease is not None
+
+    @property
+    def taken(self) -> int:
+        """Items the first stage finished (through the gate: took)."""
+        return self._lease.taken if self._lease is not None else self._gate_taken
+
+    @property
     def in_flight(self) -> int:
-        """Items sent and not answered yet (at most ``window``)."""
+        """Items sent and not finished (through the gate: not answered); at most ``window``."""
+        if self._lease is not None:
+            return self.sent - self._lease.taken
         return len(self._unanswered)
+
+    @property
+    def granted(self) -> int:
+        """First-stage credits the lease holds now (in use or free); 0 through the gate."""
+        return sum(self._lease.granted) if self._lease is not None else 0
 
     async def __aenter__(self) -> Feeder:
         return self
@@ -92,13 +165,118 @@ class Feeder:
             self.close()
 
     async def put(self, item: Any) -> None:
-        """Send ``item`` to the pipeline's gate; waits while ``window`` items are unanswered."""
+        """Send ``item`` to the pipeline's first stage; waits while no credit is free."""
+        lease = self._lease
+        if lease is None or self._error is not None or self._closed:
+            await self._put_first(item)
+            return
+        if lease.key is None:
+            pool, corr = 0, lease.token
+        else:
+            pool, corr = lease.route(item)
+        available = lease.available
+        if not available[pool]:
+            while not available[pool]:
+                lease.want_more(pool)
+                await self._wait_for_room()
+                self._raise_error()
+                if self._closed:
+                    raise PipelineClosed(f"this feeder of pipeline {self.pipeline!r} closed")
+        # The hot path, inline: spend the credit, publish on the stage's subject.
+        node = self.node
+        subject = lease.subjects[pool]
+        env = node.make_envelope(TELL, subject, item, self.sender, corr=corr)
+        available[pool] -= 1
+        try:
+            if lease.dispatch is None:
+                await node.send_frames(subject, node.encode(env))
+            else:
+                await lease.dispatch(node, env)
+        except BaseException:
+            available[pool] += 1
+            raise
+        self.sent += 1
+
+    async def _put_first(self, item: Any) -> None:
+        """``put`` before the lease, through the gate, or after a failure."""
         self._raise_error()
+        if self._closed:
+            raise PipelineClosed(f"this feeder of pipeline {self.pipeline!r} is closed")
+        if not self._opened:
+            await self._open()
+        if self._lease is None:
+            await self._put_through_gate(item)
+        else:
+            await self.put(item)
+
+    async def flush(self) -> None:
+        """Wait until the first stage finished every item sent; raises the first failure."""
+        while self.in_flight and self._error is None:
+            await self._wait_for_room()
+        self._raise_error()
+
+    def close(self) -> None:
+        """Give the lease back and stop listening (idempotent); later ``put`` raises."""
+        self._closed = True
+        if self._lease is not None:
+            self._lease.close()
+        if self._slot is not None:
+            self.node.stop_collecting(self._slot[0])
+            self._slot = None
+        self._wake()
+
+    # -- the lease -----------------------------------------------------------------
+
+    async def _open(self) -> None:
+        if self._slot is None:
+            self._slot = self.node.collect_replies(self._on_answer)
+        inbox = self._slot[1]
+        try:
+            reply = await self.node.ask(
+                self.control, LeaseAsk(inbox, self.window), timeout=self.timeout, sender=self.sender
+            )
+        except NoResponders:
+            self._fail(PipelineClosed(f"no pipeline {self.pipeline!r} is running"))
+            raise self._error from None  # type: ignore[misc]
+        if isinstance(reply, FeedRefused):
+            self._fail(PipelineClosed(reply.reason))
+            raise self._error  # type: ignore[misc]
+        if not _well_formed(reply):
+            self._fail(PipelineClosed(f"pipeline {self.pipeline!r} answered {reply!r}"))
+            raise self._error  # type: ignore[misc]
+        try:
+            key = key_for(reply, self.pipeline, self.key)
+        except ValueError:
+            self._give_back_unused(reply, inbox)
+            raise
+        if reply.keyed and key is None:  # no key function to route by: through the gate
+            self._give_back_unused(reply, inbox)
+        else:
+            self._lease = LeasedFeed(
+                self.node,
+                self.pipeline,
+                reply,
+                key,
+                inbox=inbox,
+                window=self.window,
+                sender=self.sender,
+                fail=self._fail,
+            )
+        self._opened = True
+
+    def _give_back_unused(self, grant: LeaseGrant, inbox: str) -> None:
+        credits = list(grant.credits)
+        release = LeaseRelease(grant.lease, grant.epoch, inbox, credits, credits)
+        with suppress(MeshError):  # if not sent: never renewed, the lease expires
+            self.node.tell_nowait(self.control, release, sender=self.sender)
+
+    # -- through the gate ----------------------------------------------------------
+
+    async def _put_through_gate(self, item: Any) -> None:
         while len(self._unanswered) >= self.window:
             await self._wait_for_room()
             self._raise_error()
-        if self._slot is None:
-            self._slot = self.node.collect_replies(self._on_answer)
+        assert self._slot is not None
         self._items += 1
         corr = f"{self._slot[0]}.{self._items}"
         env = self.node.make_envelope(
@@ -113,19 +291,6 @@ class Feeder:
             raise
         self.sent += 1
 
-    async def flush(self) -> None:
-        """Wait until every item sent was answered; raises the first failure."""
-        while self._unanswered and self._error is None:
-            await self._wait_for_room()
-        self._raise_error()
-
-    def close(self) -> None:
-        """Stop listening for answers (idempotent); answers after this are counted as late."""
-        if self._slot is not None:
-            self.node.stop_collecting(self._slot[0])
-            self._slot = None
-        self._wake()
-
     # -- answers -----------------------------------------------------------------
 
     def _on_answer(self, env: Envelope | None) -> None:
@@ -133,10 +298,21 @@ class Feeder:
             self._fail(PipelineClosed(f"no pipeline {self.pipeline!r} is running"))
             self._unanswered.clear()
             return
+        body = env.body
+        lease = self._lease
+        if isinstance(body, LeaseCredit):
+            if lease is not None:
+                lease.on_credit(body)
+                self._wake()
+            return
+        if isinstance(body, LeaseRevoked):
+            if lease is not None and body.lease == lease.grant.lease:
+                lease.close(give_back=False)
+                self._fail(PipelineClosed(body.reason))
+            return
         if env.corr not in self._unanswered:
             return
         self._unanswered.discard(env.corr)
-        body = env.body
         if env.kind == ERROR:
             info = body if isinstance(body, dict) else {}
             self._fail(
@@ -145,7 +321,7 @@ class Feeder:
         elif isinstance(body, FeedRefused):
             self._fail(PipelineClosed(body.reason))
         else:
-            self.taken += 1
+            self._gate_taken += 1
         self._wake()
 
     def _fail(self, error: MeshError) -> None:
@@ -171,4 +347,3 @@ class Feeder:
         except TimeoutError:
             assert self.timeout is not None
             raise AskTimeout(self.gate, self.timeout) from None
-

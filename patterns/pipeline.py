@@ -22,15 +22,30 @@ Semantics:
   worker when keyed). Sending an item to a stage takes one; the worker returns
   it when it has *finished* the item, which includes handing its result to
   the next stage, which needs that stage's credit. So a slow stage holds its
-  upstream workers, which hold the gate, which holds ``feed``: the producer
+  upstream workers, which hold the gate (which holds ``feed``) and the
+  credits leased to producers (which hold a feeder's ``put``): the producer
   waits instead of queues growing. At most the credits are in flight.
 - ``feed(pipeline, item)`` returns once the first stage took the item (not
   when it is done). Feeds are admitted one at a time in arrival order.
   Raises ``PipelineClosed`` when no such pipeline runs or it stops while the
   producer waits; ``AskTimeout`` when ``timeout`` passes first.
+- A :class:`~synaptic_mesh.patterns.feeder.Feeder` (``self.feeder(name)``)
+  streams items on producer-side credit instead: its node borrows a lease of
+  first-stage credits from the pipeline's node and publishes each item
+  straight to the first stage; the workers give the credits of finished
+  items back to the producer in batches
+  (:mod:`~synaptic_mesh.patterns.pipeline_lease`). Leased credits count as
+  the first stage's (``in_flight``), so the stage still holds at most its
+  credits, and a slow stage stops the producer. While nobody waits a lease
+  keeps its credits; when others wait (a ``feed``, another producer), every
+  credit freed goes to the longest waiter and idle leased credits are called
+  back, so no producer starves. Leases end with the run (revoked; a new run
+  has a new epoch) or when their producer stops renewing them
+  (``lease_ttl``: its node died).
 - Order: with ``key=``, items of one key go to one fixed worker of each stage
   (``crc32`` of the key, modulo the stage's worker count), so items fed by one
-  producer with equal keys are processed in feed order at every stage.
+  producer with equal keys are processed in feed order at every stage
+  (``feed`` calls in order, or one feeder's ``put`` calls).
   Without a key, workers of a stage share items through a queue group and
   finish in any order.
 - A worker that raises crashes (its supervisor restarts it; the mailbox and
@@ -43,13 +58,16 @@ Semantics:
   letter). Inside ``process``, ``self.attempt`` is the attempt number.
 - If the supervisor gives up (more than ``max_restarts`` in ``within``
   seconds) or the pipeline is stopped, waiting producers get
-  ``PipelineClosed``; items in flight are dead-lettered by their workers.
+  ``PipelineClosed`` (a feeder by its next ``put`` or ``flush``: its lease
+  is revoked); items in flight are dead-lettered by their workers.
 
 Lowering: the generic lowering publishes each item (headers carry the
-pipeline, stage, key slot and attempt) on ``_pipe.<name>.<stage>`` (a queue
-group of the stage's workers) or, keyed, on ``_pipe.<name>.<stage>.<n>``. A
-transport listing ``"pipeline"`` in ``capabilities.native`` supplies a
-:class:`PipelineLowering` (work queues, consumer groups).
+pipeline, run epoch, stage, key slot, attempt and, for a leased item, the
+lease) on ``_pipe.<name>.<stage>`` (a queue group of the stage's workers) or,
+keyed, on ``_pipe.<name>.<stage>.<n>``; lease requests and credit travel on
+``_pipe.<name>.feed``. A transport listing ``"pipeline"`` in
+``capabilities.native`` supplies a :class:`PipelineLowering` (work queues,
+consumer groups), used by the gate, the workers and leased producers alike.
 """
 
 from __future__ import annotations
@@ -60,6 +78,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from synaptic_mesh.actors.actor import AgentActor
+from synaptic_mesh.patterns.pipeline_lease_wire import DEFAULT_TTL
 from synaptic_mesh.patterns.pipeline_run import (
     GATE,
     KEEPER,
@@ -70,9 +89,9 @@ from synaptic_mesh.patterns.pipeline_run import (
     PipelineLowering,
     PipelineRuntime,
     PipelineStats,
-    attach_worker,
     runtime_of,
 )
+from synaptic_mesh.patterns.pipeline_worker import attach_worker
 from synaptic_mesh.runtime.errors import NoResponders, PipelineClosed
 from synaptic_mesh.runtime.subjects import validate_subject
 from synaptic_mesh.supervisors.spec import Backoff, ChildSpec, RestartType, Supervisor, child
@@ -142,6 +161,8 @@ class FunctionWorker(StageWorker):
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
+        if self.is_async:  # called as the worker's process itself: one frame less per item
+            self.process = fn  # type: ignore[method-assign]
 
     async def process(self, item: Any) -> Any:
         if self.is_async:
@@ -164,8 +185,10 @@ class Pipeline(Supervisor):
     """A pipeline spec: a supervisor subtree (see the module docstring).
 
     Raises ``ValueError`` for a bad shape (no stages, stage names that are not
-    one token or repeat or are ``"feed"``, counts below 1, ``retries < 0``)
-    and ``InvalidSubject`` for a bad name or ``output``.
+    one token or repeat or are ``"feed"``, counts below 1, ``retries < 0``,
+    ``lease_ttl`` not positive) and ``InvalidSubject`` for a bad name or
+    ``output``. ``lease_ttl``: seconds a producer's lease of first-stage
+    credit lives without renewal (see :mod:`~synaptic_mesh.patterns.pipeline_lease`).
     """
 
     stages: tuple[Stage, ...]
@@ -173,6 +196,7 @@ class Pipeline(Supervisor):
     prefetch: int
     retries: int
     output: str | None
+    lease_ttl: float
 
     def __init__(
         self,
@@ -184,6 +208,7 @@ class Pipeline(Supervisor):
         prefetch: int = 1,
         retries: int = 2,
         output: str | None = None,
+        lease_ttl: float = DEFAULT_TTL,
         max_restarts: int = 10,
         within: float = 5.0,
         backoff: Backoff | None = None,
@@ -195,6 +220,8 @@ class Pipeline(Supervisor):
             validate_subject(output)
         if min(workers, prefetch) < 1 or retries < 0:
             raise ValueError("workers and prefetch must be at least 1, retries at least 0")
+        if not lease_ttl > 0:
+            raise ValueError(f"lease_ttl must be positive, got {lease_ttl!r}")
         resolved = tuple(_resolve(stage, workers) for stage in stages)
         names = [s.name for s in resolved]
         if not resolved or len(set(names)) != len(names):
@@ -206,6 +233,7 @@ class Pipeline(Supervisor):
             ("prefetch", prefetch),
             ("retries", retries),
             ("output", output),
+            ("lease_ttl", float(lease_ttl)),
         ):
             set_(self, attr, value)
         children: list[ChildSpec] = []

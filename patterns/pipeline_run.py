@@ -5,29 +5,33 @@ carries them out. One :class:`PipelineRuntime` per run of a pipeline lives on
 the node that runs its supervisor subtree (the gate creates it when it
 starts and closes it when it stops); workers find it by the pipeline's name
 and check the run's ``epoch`` carried by every item, so an item of an earlier
-run is never counted against a new run's credit.
+run is never counted against a new run's credit. Epochs start from a random
+number in each process, so runs of one pipeline in different processes do not
+share one. The first stage's credit is also lent to producers on other
+nodes: :mod:`synaptic_mesh.patterns.pipeline_lease`.
 """
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 from weakref import WeakKeyDictionary
 
 from synaptic_mesh.actors.actor import AgentActor
 from synaptic_mesh.actors.handlers import on
-from synaptic_mesh.actors.signals import Call
+from synaptic_mesh.patterns.attach import HeldSubscription
 from synaptic_mesh.patterns.credit import Credits
 from synaptic_mesh.patterns.lowering import PIPELINE, lowering_for
+from synaptic_mesh.patterns.pipeline_lease import Lease, Leases
+from synaptic_mesh.patterns.pipeline_lease_wire import CONTROL, DEFAULT_TTL, FeedRefused
 from synaptic_mesh.runtime.envelope import TELL, Envelope
-from synaptic_mesh.runtime.errors import MeshError, PipelineClosed
-from synaptic_mesh.runtime.messages import message
+from synaptic_mesh.runtime.errors import PipelineClosed
 from synaptic_mesh.transports.base import Handler, Subscription
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Sequence
+    from collections.abc import Awaitable
 
     from synaptic_mesh.patterns.pipeline import Pipeline, SpecRef, StageWorker
     from synaptic_mesh.runtime.node import Node
@@ -35,13 +39,6 @@ if TYPE_CHECKING:
 PIPE_PREFIX: Final = "_pipe"
 GATE: Final = "feed"
 KEEPER: Final = "keeper"
-
-
-@message(name="_mesh.FeedRefused")
-class FeedRefused:
-    """The gate's answer when the pipeline cannot take the item."""
-
-    reason: str
 
 
 # -- lowering ------------------------------------------------------------------------
@@ -92,17 +89,25 @@ class PipelineStats:
 
 
 class ItemMeta(NamedTuple):
-    """What travels with an item (in the envelope's ``pipe`` header): run, stage, key, attempt."""
+    """What travels with an item: the run, the stage, the key's slot, the attempt, the lease.
+
+    Items the gate or a worker sends carry it in the envelope's ``pipe``
+    header (``[pipeline, epoch, stage, slot, attempt]``); an item a producer
+    sent on a lease carries only the lease token (``corr``, see
+    :mod:`~synaptic_mesh.patterns.pipeline_lease`) and the worker fills in the
+    rest, ``lease`` included (set only for such items, at the first stage).
+    """
 
     pipeline: str
     epoch: int
     stage: int
     slot: int | None
     attempt: int = 1
+    lease: int | None = None
 
     @classmethod
     def read(cls, headers: Any) -> ItemMeta | None:
-        """The metadata in ``headers``, or ``None`` when absent or malformed."""
+        """The metadata in a ``pipe`` header, or ``None`` when absent or malformed."""
         try:
             name, epoch, stage, slot, attempt = headers["pipe"]
         except (KeyError, TypeError, ValueError):
@@ -115,14 +120,16 @@ class ItemMeta(NamedTuple):
             and type(attempt) is int
         ):
             return None
-        return cls(name, epoch, stage, slot, attempt)
+        return tuple.__new__(cls, (name, epoch, stage, slot, attempt, None))
 
     def headers(self) -> dict[str, Any]:
-        return {"pipe": list(self)}
+        """The ``pipe`` header of this item (the lease does not travel in it)."""
+        return {"pipe": list(self[:5])}
 
 
 _runtimes: WeakKeyDictionary[Node, dict[str, PipelineRuntime]] = WeakKeyDictionary()
 _epochs: dict[str, int] = {}
+_FIRST_EPOCH: Final = int.from_bytes(os.urandom(4), "big") << 16
 
 
 def runtime_of(node: Node, name: str) -> PipelineRuntime | None:
@@ -137,7 +144,7 @@ class PipelineRuntime:
         self.node = node
         self.spec = spec
         self.name = spec.name
-        self.epoch = _epochs[spec.name] = _epochs.get(spec.name, 0) + 1
+        self.epoch = _epochs[spec.name] = _epochs.get(spec.name, _FIRST_EPOCH) + 1
         self.stats = PipelineStats(processed={s.name: 0 for s in spec.stages})
         keyed = spec.key is not None
         self.credits = [
@@ -155,9 +162,11 @@ class PipelineRuntime:
         self._names = [s.name for s in spec.stages]
         self._lowering = _lowering(node)
         self.closed: str | None = None
+        self.leases = Leases(self, self.credits[0], getattr(spec, "lease_ttl", DEFAULT_TTL))
 
     def in_flight(self, stage: str) -> int:
-        """Items taken by ``stage`` and not finished yet (credits in use)."""
+        """Credits of ``stage`` in use: its items not finished yet, and for the first
+        stage also the credits lent to producers (idle at them or on their way)."""
         index = [s.name for s in self.spec.stages].index(stage)
         return self.credits[index].in_flight()
 
@@ -186,9 +195,14 @@ class PipelineRuntime:
             credits.release(pool)
             raise
 
-    def release(self, meta: ItemMeta) -> None:
+    def release(self, meta: ItemMeta) -> Lease | None:
+        """Give back the credit of a finished item; a lease whose credit is now due to its
+        producer is returned (``leases.send_due`` it, or ``leases.flush``)."""
+        if meta.lease is not None:
+            return self.leases.finished(meta.lease, meta.slot)
         slot = meta.slot
         self.credits[meta.stage].release(0 if slot is None else slot % self._routes[meta.stage][0])
+        return None
 
     def handing_on(self, meta: ItemMeta, result: Any) -> bool:
         """Count a finished item; whether ``result`` must go on (a next stage or ``output``)."""
@@ -207,14 +221,13 @@ class PipelineRuntime:
         elif self.spec.output is not None:
             await self.node.publish(self.spec.output, result, sender=sender)
 
-    def failed(self, meta: ItemMeta, worker: StageWorker, item: Any, error: Exception) -> None:
-        """A worker raised on ``item``: retry it first thing in its mailbox, or give up."""
+    def failed(
+        self, meta: ItemMeta, worker: StageWorker, item: Any, error: Exception
+    ) -> ItemMeta | None:
+        """A worker raised on ``item``: the metadata of its retry, or ``None`` after giving up."""
         if meta.attempt <= self.spec.retries:
-            again = meta._replace(attempt=meta.attempt + 1)
-            retry = Call(item, handler=partial(_process, again), subject=worker.subject)
-            worker._mesh_cell.mailbox.user.appendleft(retry)
             self.stats.retries += 1
-            return
+            return meta._replace(attempt=meta.attempt + 1)
         stage = self.spec.stages[meta.stage].name
         self.node.dead_letter(
             f"pipeline {self.name!r} stage {stage!r} gave up after {meta.attempt} attempts: "
@@ -223,10 +236,14 @@ class PipelineRuntime:
             item,
         )
         self.stats.dead_lettered += 1
-        self.release(meta)
+        due = self.release(meta)
+        if due is not None:
+            self.leases.flush(due)
+        return None
 
     def close(self, reason: str) -> None:
         self.closed = reason
+        self.leases.close(reason)
         for credits in self.credits:
             credits.close(reason)
         runs = _runtimes.get(self.node, {})
@@ -256,8 +273,13 @@ class PipelineGate(AgentActor):
         self.runtime: PipelineRuntime | None = None
 
     async def on_start(self) -> None:
-        self.runtime = PipelineRuntime(self.node, self.spec)
-        _runtimes.setdefault(self.node, {})[self.spec.name] = self.runtime
+        self.runtime = runtime = PipelineRuntime(self.node, self.spec)
+        _runtimes.setdefault(self.node, {})[self.spec.name] = runtime
+        # Lease requests and credit of producers on other nodes, for this run only.
+        control = HeldSubscription(self)
+        subject = f"{PIPE_PREFIX}.{self.spec.name}.{CONTROL}"
+        handler = control.guard(runtime.leases.on_control)
+        control.hold(await self.node.transport.subscribe(subject, handler, None))
 
     async def on_stop(self) -> None:
         if self.runtime is not None:
@@ -289,61 +311,3 @@ class PipelineKeeper(AgentActor):
         runtime = runtime_of(self.node, self.spec.name)
         if runtime is not None and runtime.spec is self.spec:
             runtime.close(f"pipeline {self.spec.name!r} stopped")
-
-
-async def attach_worker(worker: StageWorker) -> None:
-    tokens = worker.subject.split(".")
-    if len(tokens) < 3 or not tokens[-1].isdigit():
-        raise ValueError(
-            f"{type(worker).__qualname__} at {worker.subject!r}: start it in a Pipeline"
-        )
-    name, stage, n = ".".join(tokens[:-2]), tokens[-2], tokens[-1]
-    node = worker.node
-    cell = worker._mesh_cell
-    deliver = partial(_on_item, node, cell)
-    shared = f"{PIPE_PREFIX}.{name}.{stage}"
-    lowering = _lowering(node)
-    for subject, queue in ((shared, shared), (f"{shared}.{n}", None)):
-        cell.subscriptions.append(await lowering.attach(node, subject, deliver, queue=queue))
-
-
-async def _on_item(
-    node: Node, cell: Any, subject: str, frames: Sequence[Any], reply_to: str | None
-) -> None:
-    env = node.open_envelope(subject, frames)
-    if env is None:
-        return
-    meta = ItemMeta.read(env.headers)
-    if meta is None:
-        node.dead_letter("not a pipeline item (no 'pipe' header)", subject, env.body, env.sender)
-        return
-    call = Call(env.body, handler=partial(_process, meta), subject=subject, sender=env.sender)
-    try:
-        cell.mailbox.put_nowait(call)  # the common case: room in the worker's mailbox
-    except MeshError:  # full (waits under "block") or closed (dead-lettered): the slow path
-        await node.deliver(cell, call, env)
-
-
-async def _process(meta: ItemMeta, worker: StageWorker, item: Any) -> None:
-    runtime = worker._mesh_runtime  # the run this worker served last: usually this one
-    if runtime is None or runtime.epoch != meta.epoch or runtime.name != meta.pipeline:
-        runtime = worker._mesh_runtime = runtime_of(worker.node, meta.pipeline)
-    if runtime is None or runtime.epoch != meta.epoch:
-        worker.node.dead_letter(f"pipeline {meta.pipeline!r} is not running", worker.subject, item)
-        return
-    worker._mesh_item = meta
-    try:
-        result = await worker.process(item)
-    except Exception as exc:
-        runtime.failed(meta, worker, item, exc)
-        raise
-    finally:
-        worker._mesh_item = None
-    # The item is finished once its result is handed on; only then does its credit return.
-    try:
-        if runtime.handing_on(meta, result):
-            await runtime.hand_on(meta, result, worker.subject)
-    except PipelineClosed as exc:
-        worker.node.dead_letter(f"result not handed on: {exc}", worker.subject, result)
-    finally:
-        runtime.release(meta)
