@@ -108,6 +108,12 @@ order per sender holds while its pipe stays up (one pipe per pair of nodes;
 a hotline's own pair of sockets). The default set is the one whose promises
 the suites and DESIGN.md keep under load; the opt-in four do not.
 
+On uvloop, a subprocess started through the loop runs Python's after-fork
+hooks in the child before it execs; if a garbage collection there finalizes a
+closed pynng socket, nng panics ("nng is not fork-reentrant safe") and the
+child dies. After closing an NNG node, ``gc.collect()`` before spawning from
+the loop avoids it.
+
 Bad input on a native endpoint (a foreign NNG socket dialing it with
 anything but this protocol) is logged at ERROR and reported through
 ``on_bad_frame`` (the node dead-letters it); the socket goes on (a hotline's

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 from dataclasses import asdict
@@ -90,6 +91,10 @@ class RemotePeer:
 
     async def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # uvloop runs Python's after-fork hooks in the child before it execs; a garbage
+        # collection there that finalizes a closed test's pynng socket makes nng panic
+        # ("not fork-reentrant safe"). Nothing is left to collect if it is collected now.
+        gc.collect()
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
