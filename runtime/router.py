@@ -80,6 +80,9 @@ from synaptic_mesh.transports.base import (
 
 log = logging.getLogger("synaptic_mesh.router")
 
+CLOSE_BARRIER = 1.0
+"""Seconds ``close`` waits for each peer to confirm it read what was sent (FLUSHED)."""
+
 _SENT: list[tuple[str, str]] = []
 """What ``_route`` returns when every send succeeded (shared: never mutated)."""
 
@@ -175,7 +178,14 @@ class RoutedTransport(LinkService, Transport):
                 )
 
     async def close(self) -> None:
-        """Say BYE, let deliveries in progress finish, close every link; idempotent."""
+        """Say BYE, let deliveries in progress finish, close every link; idempotent.
+
+        Before a link closes, a FLUSH after the BYE waits (up to
+        ``CLOSE_BARRIER`` seconds) until the peer has read everything sent on
+        it: on a message-queue link (ZeroMQ, NNG) messages still in the peer's
+        socket when the connection ends can be dropped with it, so the last
+        words of a closing node (a hotline's close, a reply) would be lost.
+        """
         if self._state in ("closing", "closed"):
             while self._state != "closed":
                 await asyncio.sleep(0.001)
@@ -194,6 +204,9 @@ class RoutedTransport(LinkService, Transport):
                 state.draining = True
                 state.wake()
             await self._join(self._kind("delivery"), timeout=1.0)
+            read = [state.flush() for state in list(self._links)]
+            if read:
+                await asyncio.wait(read, timeout=CLOSE_BARRIER)
             for state in list(self._links):
                 state.link.close()
             await self._join(self._kind("link"), timeout=1.0)

@@ -110,6 +110,7 @@ class NngLine:
         self.finishing = False  # the last message is sent: waiting for the other end to close
         self.url = ""
         self._pipe: int | None = None
+        self._gone: set[int] = set()  # pipes whose removal was reported before their arrival
         self._loop = asyncio.get_running_loop()
         self._timers: list[asyncio.Task[None]] = []
         self.sock = pynng.Pair1(
@@ -213,11 +214,19 @@ class NngLine:
             self._loop.call_soon_threadsafe(self._pipe_down, pipe.id)
 
     def _pipe_up(self, pipe_id: int) -> None:
+        # NNG reports a pipe's arrival and removal from different threads, so a pipe
+        # that came and went at once (a refused caller) may be reported gone first
+        if pipe_id in self._gone:
+            self._gone.discard(pipe_id)
+            return
         if self._pipe is None and not self.closed:
             self._pipe = pipe_id
             self.up = True
 
     def _pipe_down(self, pipe_id: int) -> None:
+        if self._pipe is None and not self.closed:
+            self._gone.add(pipe_id)
+            return
         if pipe_id != self._pipe or self.closed:
             return  # a second dialer Pair1 refused, or already closed
         self.down = True
