@@ -69,11 +69,10 @@ DEFAULT_NATIVE: Final = frozenset({"pair", "pipeline"})
 
 ``pub-sub`` and ``request-reply`` are opt-in because they give up ordering with
 the sender's other traffic on the link. ``survey`` and ``bus`` are opt-in
-because they lose messages under load: a burst of bus sends overflows Bus0's
-pipe queues (each loss counted in ``stats.gaps``, but lost), and a survey of
-50 voters on one node has come back with 14 of the 50 votes, which the generic
-lowering never does; in ``bench/patterns.py`` the native survey also took
-four times as long as its bare twin."""
+because a burst of bus sends overflows Bus0's pipe queues (each loss counted
+in ``stats.gaps``, but lost) where the router pushes back on the sender, and
+the native survey is about ten times slower than the generic one (one NNG
+message and two thread hand-offs per vote; see :mod:`~synaptic_mesh.transports.nng`)."""
 ENDPOINTS_PREFIX: Final = "_nng.native"
 ENDPOINTS_MAGIC: Final = b"SMNNGN1"
 READY_WAIT: Final = 2.0
