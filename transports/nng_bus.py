@@ -57,7 +57,6 @@ from synaptic_mesh.runtime.envelope import PUBLISH
 from synaptic_mesh.runtime.errors import TransportClosed
 from synaptic_mesh.transports.base import Handler, Subscription, eager_as
 from synaptic_mesh.transports.nng_native import (
-    READY_WAIT,
     NativePlumbing,
     NativeSocket,
     pack,
@@ -142,25 +141,13 @@ class NngBus:
         if not targets:
             return  # no member anywhere: at-most-once, like a publish nobody wants
         remote = [peer for peer in targets if peer != t.id]
-        missing = await socket.wait_reaching(remote, READY_WAIT) if remote else set()
-        if missing:
-            t.stats.fallbacks += 1
-            log.info(
-                "%s: bus message on %s takes the generic path: no Bus0 pipe to %s",
-                t.id,
-                subject,
-                ", ".join(sorted(missing)),
-            )
+        if await socket.falls_back(remote, f"bus message on {subject}"):
             await node.publish(subject, message, sender=member)
             return
         frames = node.encode(node.make_envelope(PUBLISH, subject, message, member))
         if remote:
             data = pack([BUS, subject, t.id, next(self._seq)], frames, t.native.limits)
-            try:
-                socket.sock.send(data, block=False)
-            except pynng.NNGException as exc:
-                raise TransportClosed(f"bus message on {subject} not sent: {exc}") from None
-            t.stats.sent += 1
+            socket.send_now(data, f"bus message on {subject}")
         if t.id in targets:
             await t.deliver_here(subject, list(frames), None, [])
 

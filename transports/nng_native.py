@@ -54,6 +54,7 @@ import msgpack
 import pynng
 from pynng import lib
 
+from synaptic_mesh.runtime.errors import TransportClosed
 from synaptic_mesh.transports.base import BadFrame, Buffer
 from synaptic_mesh.transports.framing import LinkLimits, encode_message
 
@@ -291,6 +292,38 @@ class NativeSocket:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._changed.wait()
+
+    async def falls_back(
+        self, peers: Iterable[str], what: str, timeout: float = READY_WAIT
+    ) -> bool:
+        """Whether ``what`` (a send to ``peers``) must take the generic path.
+
+        True when some of ``peers`` is still not reached after ``timeout``
+        seconds; each such send is counted in ``stats.fallbacks`` and logged.
+        """
+        missing = await self.wait_reaching(peers, timeout)
+        if not missing:
+            return False
+        t = self.plumbing.transport
+        t.stats.fallbacks += 1
+        log.info(
+            "%s: %s takes the generic path: no native pipe to %s",
+            t.id,
+            what,
+            ", ".join(sorted(missing)),
+        )
+        return True
+
+    def send_now(self, data: bytes, what: str) -> None:
+        """Queue ``data`` on the socket without waiting (counted in ``stats.sent``).
+
+        Raises ``TransportClosed`` naming ``what`` when NNG refuses it.
+        """
+        try:
+            self.sock.send(data, block=False)
+        except pynng.NNGException as exc:
+            raise TransportClosed(f"{what} not sent: {exc}") from None
+        self.plumbing.transport.stats.sent += 1
 
     def _never(self, peers: set[str]) -> bool:
         """Whether every one of ``peers`` told us it has no such endpoint (native is off there)."""

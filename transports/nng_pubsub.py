@@ -61,7 +61,6 @@ from synaptic_mesh.runtime.envelope import PUBLISH
 from synaptic_mesh.runtime.errors import TransportClosed
 from synaptic_mesh.transports.base import Handler, Subscription
 from synaptic_mesh.transports.nng_native import (
-    READY_WAIT,
     NativePlumbing,
     NativeSocket,
     pack,
@@ -115,26 +114,14 @@ class NngPubSub:
         if not targets:
             return  # nobody subscribes: dropped, as a publish nobody wants
         remote = [peer for peer in targets if peer != t.id]
-        missing = await publisher.wait_reaching(remote, READY_WAIT) if remote else set()
-        if missing:
-            t.stats.fallbacks += 1
-            log.info(
-                "%s: publish on %s takes the generic path: no Pub0 pipe to %s",
-                t.id,
-                topic,
-                ", ".join(sorted(missing)),
-            )
+        if await publisher.falls_back(remote, f"publish on {topic}"):
             await node.publish(topic, message, sender=sender)
             return
         frames = node.encode(node.make_envelope(PUBLISH, topic, message, sender))
         if remote:
             header = [PUB, topic, {n: q for n, q in targets.items() if n != t.id}, t.id]
             data = pack([*header, next(self._seq)], frames, t.native.limits)
-            try:
-                publisher.sock.send(data, block=False)
-            except pynng.NNGException as exc:
-                raise TransportClosed(f"publish on {topic} not sent: {exc}") from None
-            t.stats.sent += 1
+            publisher.send_now(data, f"publish on {topic}")
         here = targets.get(t.id)
         if here is not None:
             await t.deliver_here(topic, list(frames), None, here)

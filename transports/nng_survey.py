@@ -135,15 +135,7 @@ class NngSurvey:
         if not targets:
             on_answer(None)  # nobody subscribes to the group: "no responders"
             return
-        missing = await surveyor.wait_reaching(targets, min(READY_WAIT, timeout / 2))
-        if missing:
-            t.stats.fallbacks += 1
-            log.info(
-                "%s: survey of %s takes the generic path: no native pipe to %s yet",
-                t.id,
-                group,
-                ", ".join(sorted(missing)),
-            )
+        if await surveyor.falls_back(targets, f"survey of {group}", min(READY_WAIT, timeout / 2)):
             await self._generic(node, group, question, sender, ends_at - loop.time(), on_answer)
             return
         env = node.make_envelope(SURVEY, group, question, sender, deadline=time.time() + timeout)
