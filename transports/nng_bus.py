@@ -93,7 +93,7 @@ class NngBus:
         sock = pynng.Bus0(
             send_buffer_size=BUS_BUFFER,
             recv_buffer_size=BUS_BUFFER,
-            recv_max_size=plumbing.limits.max_message + 64 * 1024,
+            recv_max_size=plumbing.recv_max,
         )
         self.socket = NativeSocket(
             plumbing,

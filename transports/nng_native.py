@@ -20,7 +20,7 @@ they share is here:
   knows which peers it *reaches* (has a pipe to), so a lowering can tell
   whether a native send would reach every node that wants the message.
   Protocols that cannot aim a message at one pipe (Req0, Push0) get one
-  socket per peer (:meth:`NativePlumbing.open_to`), opened on first use.
+  socket per peer (:meth:`NativePlumbing.socket_to`), opened on first use.
 * :class:`NativePlumbing`: how peers learn each other's endpoints. Each node
   subscribes ``_nng.native.<own id>`` on the router; when a peer comes up it
   publishes its endpoint table there, asking for the peer's in return.
@@ -389,6 +389,7 @@ class NativePlumbing:
         self.peers: dict[str, dict[str, str]] = {}  # peer -> its endpoints
         self.limits = LinkLimits()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._to_peer: dict[tuple[str, str], NativeSocket] = {}  # (peer, endpoint) -> socket
         self.started = False
         transport.on_peer_up.append(self._peer_up)
         transport.on_peer_down.append(self._peer_down)
@@ -410,25 +411,29 @@ class NativePlumbing:
         if native.dial_self and native.dials in self.endpoints:
             native.dial(t.id, self.endpoints[native.dials])
 
-    def open_to(
+    @property
+    def recv_max(self) -> int:
+        """The largest NNG message a native socket takes: a link message and its header."""
+        return self.limits.max_message + 64 * 1024
+
+    def socket_to(
         self, peer: str, endpoint: str, make: Callable[[], pynng.Socket]
     ) -> NativeSocket | None:
-        """A new socket (``make()``) dialing only ``peer``'s ``endpoint``, for protocols that
-        cannot aim a message at one pipe (Req0, Push0); ``None`` if the peer has no such
-        endpoint (native is off there, or its table has not arrived yet)."""
+        """The socket dialing only ``peer``'s ``endpoint``, for protocols that cannot aim a
+        message at one pipe (Req0, Push0): made by ``make()`` on first use, closed when the
+        peer goes down; ``None`` if the peer has no such endpoint (native is off there, or
+        its table has not arrived yet)."""
+        known = self._to_peer.get((peer, endpoint))
+        if known is not None and not known.closed:
+            return known
         url = self.peers.get(peer, {}).get(endpoint)
         if url is None:
             return None
         native = NativeSocket(self, make(), dials=endpoint, dial_if=lambda p: p == peer)
         self.add(native)
         native.dial(peer, url)
+        self._to_peer[(peer, endpoint)] = native
         return native
-
-    def discard(self, native: NativeSocket) -> None:
-        """Close ``native`` and forget it (a per-peer socket whose peer went down)."""
-        native.close()
-        if native in self.sockets:
-            self.sockets.remove(native)
 
     async def start(self) -> None:
         """Subscribe the endpoint subject and tell every peer already up."""
@@ -445,6 +450,11 @@ class NativePlumbing:
 
     def _peer_down(self, peer: str, _reason: str) -> None:
         self.peers.pop(peer, None)
+        for key in [key for key in self._to_peer if key[0] == peer]:
+            native = self._to_peer.pop(key)
+            native.close()
+            if native in self.sockets:
+                self.sockets.remove(native)
         for native in self.sockets:
             native.undial(peer)
 

@@ -117,7 +117,7 @@ class NngLine:
             send_buffer_size=LINE_BUFFER,
             recv_buffer_size=LINE_BUFFER,
             send_timeout=int(CONNECT_WITHIN * 1000),
-            recv_max_size=plumbing.limits.max_message + 64 * 1024,
+            recv_max_size=plumbing.recv_max,
         )
         self.sock.add_post_pipe_connect_cb(self._pipe_connected)
         self.sock.add_post_pipe_remove_cb(self._pipe_removed)

@@ -76,39 +76,24 @@ class NngPipeline:
         self.transport = transport
         self.plumbing: NativePlumbing | None = None
         self.puller: NativeSocket | None = None
-        self.pushers: dict[str, NativeSocket] = {}  # peer -> the Push0 dialing it
-        transport.on_peer_down.append(self._peer_down)
 
     async def start(self, plumbing: NativePlumbing) -> None:
         """Open the Pull0 and read it."""
         self.plumbing = plumbing
-        size = plumbing.limits.max_message + 64 * 1024
-        pull = pynng.Pull0(recv_buffer_size=PIPE_BUFFER, recv_max_size=size)
+        pull = pynng.Pull0(recv_buffer_size=PIPE_BUFFER, recv_max_size=plumbing.recv_max)
         self.puller = NativeSocket(plumbing, pull, listen_as="pull")
         plumbing.add(self.puller, "pull")
         plumbing.spawn(self._serve(plumbing))
 
     def _pusher(self, peer: str) -> NativeSocket | None:
         """The Push0 aimed at ``peer`` (opened on first use); ``None`` if it has no ``pull``."""
-        known = self.pushers.get(peer)
-        if known is not None and not known.closed:
-            return known
-        plumbing = self.plumbing
-        if plumbing is None:
+        if self.plumbing is None:
             return None
-        native = plumbing.open_to(
+        return self.plumbing.socket_to(
             peer,
             "pull",
             lambda: pynng.Push0(send_buffer_size=PIPE_BUFFER, send_timeout=int(SEND_WAIT * 1000)),
         )
-        if native is not None:
-            self.pushers[peer] = native
-        return native
-
-    def _peer_down(self, peer: str, _reason: str) -> None:
-        native = self.pushers.pop(peer, None)
-        if native is not None and self.plumbing is not None:
-            self.plumbing.discard(native)
 
     # -- PipelineLowering ----------------------------------------------------------------
 

@@ -91,7 +91,7 @@ class NngPubSub:
 
     async def start(self, plumbing: NativePlumbing) -> None:
         """Open the two sockets and read the Sub0."""
-        size = plumbing.limits.max_message + 64 * 1024
+        size = plumbing.recv_max
         sub = pynng.Sub0(recv_buffer_size=PUB_BUFFER, recv_max_size=size)
         sub.subscribe(b"")
         self.subscriber = NativeSocket(plumbing, sub, listen_as="sub")

@@ -103,39 +103,25 @@ class NngReqRep:
         self.transport = transport
         self.plumbing: NativePlumbing | None = None
         self.replier: NativeSocket | None = None
-        self.requesters: dict[str, NativeSocket] = {}  # peer -> the Req0 dialing it
         self._open: OrderedDict[str, tuple[pynng.Context, float]] = OrderedDict()
         self._keys = itertools.count(1)
-        transport.on_peer_down.append(self._peer_down)
 
     async def start(self, plumbing: NativePlumbing) -> None:
         """Open the Rep0, subscribe this node's reply subjects, serve requests."""
         t = self.transport
         self.plumbing = plumbing
-        size = plumbing.limits.max_message + 64 * 1024
-        self.replier = NativeSocket(plumbing, pynng.Rep0(recv_max_size=size), listen_as="rep")
+        replier = pynng.Rep0(recv_max_size=plumbing.recv_max)
+        self.replier = NativeSocket(plumbing, replier, listen_as="rep")
         plumbing.add(self.replier, "rep")
         await t.subscribe(f"{REPLY_PREFIX}.{t.id}.>", self._on_reply)
         plumbing.spawn(self._serve(plumbing))
 
     def _requester(self, peer: str) -> NativeSocket | None:
         """The Req0 aimed at ``peer`` (opened on first use); ``None`` if it has no ``rep``."""
-        known = self.requesters.get(peer)
-        if known is not None and not known.closed:
-            return known
         plumbing = self.plumbing
         if plumbing is None:
             return None
-        size = plumbing.limits.max_message + 64 * 1024
-        native = plumbing.open_to(peer, "rep", lambda: pynng.Req0(recv_max_size=size))
-        if native is not None:
-            self.requesters[peer] = native
-        return native
-
-    def _peer_down(self, peer: str, _reason: str) -> None:
-        native = self.requesters.pop(peer, None)
-        if native is not None and self.plumbing is not None:
-            self.plumbing.discard(native)
+        return plumbing.socket_to(peer, "rep", lambda: pynng.Req0(recv_max_size=plumbing.recv_max))
 
     # -- RequestReplyLowering ------------------------------------------------------------
 
@@ -346,4 +332,3 @@ class NngReqRep:
             with contextlib.suppress(pynng.NNGException):
                 ctx.close()
         self._open.clear()
-        self.requesters.clear()

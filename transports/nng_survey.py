@@ -101,7 +101,7 @@ class NngSurvey:
     async def start(self, plumbing: NativePlumbing) -> None:
         """Open the two sockets, subscribe this node's vote subject, serve questions."""
         t = self.transport
-        size = plumbing.limits.max_message + 64 * 1024
+        size = plumbing.recv_max
         respondent = pynng.Respondent0(opener=lib.nng_respondent0_open_raw, recv_max_size=size)
         self.respondent = NativeSocket(plumbing, respondent, listen_as="survey")
         plumbing.add(self.respondent, "sv")

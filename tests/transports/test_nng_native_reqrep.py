@@ -151,7 +151,7 @@ async def test_a_peer_without_a_req0_pipe_is_asked_on_the_generic_path() -> None
         await until(lambda: b.transport.id in a.transport.interested_nodes("math.double"))  # type: ignore[attr-defined]
         assert (await ask(a, "math.double", Chat(1), timeout=5)).n == 2
         lowering = a.transport.lowerings["request-reply"]  # type: ignore[attr-defined]
-        lowering.requesters[b.transport.id].undial(b.transport.id)  # type: ignore[attr-defined]
+        lowering._requester(b.transport.id).undial(b.transport.id)  # type: ignore[attr-defined]
         assert (await ask(a, "math.double", Chat(2), timeout=5)).n == 4
         assert a.transport.stats.fallbacks == 1 and a.transport.stats.sent == 1  # type: ignore[attr-defined]
 
