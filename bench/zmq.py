@@ -73,16 +73,16 @@ LABEL = {
 COUNT_BYTES = 8
 
 
-class RawDealer:
-    """The floor of ``zmq://``: a DEALER; frame 0 says echo (E), count (C) or report (R)."""
+class RawClient:
+    """A raw pyzmq floor: frame 0 says echo (E), count (C) or report (R); ``tx`` sends the
+    requests and ``rx`` receives the echoes and the count (one socket, or PUB and SUB)."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, address: str) -> None:
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.connect(f"tcp://{address}")
-        self.lost = 0
+    tx: zmq.asyncio.Socket
+    rx: zmq.asyncio.Socket
+    lost = 0
 
     async def rtt(self, n: int) -> list[float]:
-        send, recv, samples = self.sock.send_multipart, self.sock.recv_multipart, []
+        send, recv, samples = self.tx.send_multipart, self.rx.recv_multipart, []
         frame, clock = [b"E", bytes(PAYLOAD)], time.perf_counter_ns
         for _ in range(n):
             t0 = clock()
@@ -92,77 +92,59 @@ class RawDealer:
         return samples
 
     async def oneway(self, n: int) -> float:
-        send, frame = self.sock.send_multipart, [b"C", bytes(PAYLOAD)]
+        send, frame = self.tx.send_multipart, [b"C", bytes(PAYLOAD)]
         t0 = time.perf_counter()
         for _ in range(n):
             await send(frame)
         await send([b"R"])
-        count = int.from_bytes((await self.sock.recv_multipart())[1], "big")
+        count = int.from_bytes((await self.rx.recv_multipart())[1], "big")
         elapsed = time.perf_counter() - t0
         self.lost += n - count
         return count / elapsed
 
     async def close(self) -> None:
-        self.sock.close(linger=0)
+        for sock in {self.tx, self.rx}:
+            sock.close(linger=0)
 
 
-class RawPubSub:
+class RawDealer(RawClient):
+    """The floor of ``zmq://``: a DEALER talking to the far ROUTER."""
+
+    socket_type = zmq.DEALER
+
+    def __init__(self, ctx: zmq.asyncio.Context, address: str) -> None:
+        self.tx = self.rx = ctx.socket(self.socket_type)
+        self.tx.connect(f"tcp://{address}")
+
+
+class RawPubSub(RawClient):
     """The floor of ``zmq+pubsub://``: PUB to the proxy's XSUB, SUB on its XPUB (topic ``e``)."""
 
     def __init__(self, ctx: zmq.asyncio.Context, address: str) -> None:
         host, _, port = address.rpartition(":")
-        self.pub, self.sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
-        for sock in (self.pub, self.sub):
+        self.tx, self.rx = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+        for sock in (self.tx, self.rx):
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
-        self.pub.connect(f"tcp://{host}:{port}")
-        self.sub.connect(f"tcp://{host}:{int(port) + 1}")
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"e")
-        self.lost = 0
+        self.tx.connect(f"tcp://{host}:{port}")
+        self.rx.connect(f"tcp://{host}:{int(port) + 1}")
+        self.rx.setsockopt(zmq.SUBSCRIBE, b"e")
 
     async def ready(self) -> None:
         """Echo until one comes back: both connections and subscriptions are up."""
         while True:
-            await self.pub.send_multipart([b"E", b"hello"])
-            if await self.sub.poll(100):
-                await self.sub.recv_multipart()
-                while await self.sub.poll(50):
-                    await self.sub.recv_multipart()
+            await self.tx.send_multipart([b"E", b"hello"])
+            if await self.rx.poll(100):
+                await self.rx.recv_multipart()
+                while await self.rx.poll(50):
+                    await self.rx.recv_multipart()
                 return
-
-    async def rtt(self, n: int) -> list[float]:
-        send, recv, samples = self.pub.send_multipart, self.sub.recv_multipart, []
-        frame, clock = [b"E", bytes(PAYLOAD)], time.perf_counter_ns
-        for _ in range(n):
-            t0 = clock()
-            await send(frame)
-            await recv()
-            samples.append((clock() - t0) / 1000)
-        return samples
-
-    async def oneway(self, n: int) -> float:
-        send, frame = self.pub.send_multipart, [b"C", bytes(PAYLOAD)]
-        t0 = time.perf_counter()
-        for _ in range(n):
-            await send(frame)
-        await send([b"R"])
-        count = int.from_bytes((await self.sub.recv_multipart())[1], "big")
-        elapsed = time.perf_counter() - t0
-        self.lost += n - count
-        return count / elapsed
-
-    async def close(self) -> None:
-        self.pub.close(linger=0)
-        self.sub.close(linger=0)
 
 
 class RawPair(RawDealer):
     """The floor of a ``zmq+pair`` hotline: a PAIR socket (same E/C/R protocol)."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, address: str) -> None:
-        self.sock = ctx.socket(zmq.PAIR)
-        self.sock.connect(f"tcp://{address}")
-        self.lost = 0
+    socket_type = zmq.PAIR
 
 
 @message(name="bench.zmq.LineRun")
