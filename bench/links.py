@@ -105,6 +105,32 @@ class Target:
 # -- measuring ---------------------------------------------------------------------------------
 
 
+def add_small_options(parser: argparse.ArgumentParser, quick: str = "") -> None:
+    """The options of the 64-byte measurement (``small_messages``), shared by the benches
+    that use it; ``quick`` adds to the ``--quick`` help what else it shortens."""
+    parser.add_argument("-m", "--asks", type=int, help=f"round trips per round (default {ASKS:,})")
+    parser.add_argument(
+        "-n", "--oneway", type=int, help=f"one-way messages per round (default {ONEWAY:,})"
+    )
+    parser.add_argument("--repeats", type=int, help=f"measured rounds (default {REPEATS})")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test: 1,000 asks, 10,000 one-way, 1 round{quick}",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+
+
+def settle_small_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill in the defaults of ``add_small_options`` (smaller with ``--quick``) and check them."""
+    args.asks = args.asks or (1_000 if args.quick else ASKS)
+    args.oneway = args.oneway or (10_000 if args.quick else ONEWAY)
+    args.repeats = args.repeats or (1 if args.quick else REPEATS)
+    if min(args.asks, args.oneway, args.repeats) < 1:
+        parser.error("--asks, --oneway and --repeats must be positive")
+
+
 async def small_messages(
     clients: dict[str, Any], args: argparse.Namespace, peers: tuple[str, ...] = SMALL
 ) -> dict[str, Small]:
@@ -333,30 +359,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="shm:// and tcp:// across two processes against their floors: 100 MB "
         "transfers vs memcpy, 64-byte round trips and one-way throughput vs raw asyncio echo.",
     )
-    parser.add_argument("-m", "--asks", type=int, help=f"round trips per round (default {ASKS:,})")
-    parser.add_argument(
-        "-n", "--oneway", type=int, help=f"one-way messages per round (default {ONEWAY:,})"
-    )
-    parser.add_argument("--repeats", type=int, help=f"measured rounds (default {REPEATS})")
+    add_small_options(parser, ", 3 transfers")
     parser.add_argument(
         "--transfers", type=int, help=f"warm 100 MB transfers (default {TRANSFERS}; 0: none)"
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: 1,000 asks, 10,000 one-way, 1 round, 3 transfers",
-    )
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
-    quick = args.quick
-    args.asks = args.asks or (1_000 if quick else ASKS)
-    args.oneway = args.oneway or (10_000 if quick else ONEWAY)
-    args.repeats = args.repeats or (1 if quick else REPEATS)
+    settle_small_options(parser, args)
     if args.transfers is None:
-        args.transfers = 3 if quick else TRANSFERS
-    if min(args.asks, args.oneway, args.repeats) < 1 or args.transfers < 0:
-        parser.error("--asks, --oneway and --repeats must be positive, --transfers >= 0")
+        args.transfers = 3 if args.quick else TRANSFERS
+    if args.transfers < 0:
+        parser.error("--transfers must be >= 0")
     return args
 
 

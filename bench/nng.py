@@ -44,13 +44,16 @@ from synaptic_mesh.bench._stats import (
     spread,
     write_json,
 )
-from synaptic_mesh.bench.links import Small, Target, small_messages
+from synaptic_mesh.bench.links import (
+    Small,
+    Target,
+    add_small_options,
+    settle_small_options,
+    small_messages,
+)
 from synaptic_mesh.bench.nng_peer import RawNngClient
 from synaptic_mesh.runtime.node import Node
 
-ASKS = 5_000
-ONEWAY = 50_000
-REPEATS = 3
 PEERS = ("raw nng tcp", "polled nng tcp", "nng+tcp", "raw nng ipc", "polled nng ipc", "nng+ipc")
 FLOOR = {"nng+tcp": "raw nng tcp", "nng+ipc": "raw nng ipc"}
 LABEL = {
@@ -172,22 +175,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="nng+tcp:// and nng+ipc:// across two processes against raw pynng: "
         "64-byte round trips and one-way throughput.",
     )
-    parser.add_argument("-m", "--asks", type=int, help=f"round trips per round (default {ASKS:,})")
-    parser.add_argument(
-        "-n", "--oneway", type=int, help=f"one-way messages per round (default {ONEWAY:,})"
-    )
-    parser.add_argument("--repeats", type=int, help=f"measured rounds (default {REPEATS})")
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke test: 1,000 asks, 10,000 one-way, 1 round"
-    )
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    add_small_options(parser)
     args = parser.parse_args(argv)
-    args.asks = args.asks or (1_000 if args.quick else ASKS)
-    args.oneway = args.oneway or (10_000 if args.quick else ONEWAY)
-    args.repeats = args.repeats or (1 if args.quick else REPEATS)
-    if min(args.asks, args.oneway, args.repeats) < 1:
-        parser.error("--asks, --oneway and --repeats must be positive")
+    settle_small_options(parser, args)
     return args
 
 

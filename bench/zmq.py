@@ -47,13 +47,15 @@ from synaptic_mesh.bench._stats import (
     spread,
     write_json,
 )
-from synaptic_mesh.bench.links import Small, small_messages
+from synaptic_mesh.bench.links import (
+    Small,
+    add_small_options,
+    settle_small_options,
+    small_messages,
+)
 from synaptic_mesh.runtime.messages import message
 from synaptic_mesh.runtime.node import Node
 
-ASKS = 5_000
-ONEWAY = 50_000
-REPEATS = 3
 PEERS = ("raw router", "zmq", "zmq+pair", "raw pubsub", "zmq+pubsub", "raw pair", "hotline")
 FLOOR = {
     "zmq": "raw router",
@@ -331,22 +333,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="zmq://, zmq+pair:// and zmq+pubsub:// across two processes against "
         "raw pyzmq: 64-byte round trips and one-way throughput.",
     )
-    parser.add_argument("-m", "--asks", type=int, help=f"round trips per round (default {ASKS:,})")
-    parser.add_argument(
-        "-n", "--oneway", type=int, help=f"one-way messages per round (default {ONEWAY:,})"
-    )
-    parser.add_argument("--repeats", type=int, help=f"measured rounds (default {REPEATS})")
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke test: 1,000 asks, 10,000 one-way, 1 round"
-    )
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    add_small_options(parser)
     args = parser.parse_args(argv)
-    args.asks = args.asks or (1_000 if args.quick else ASKS)
-    args.oneway = args.oneway or (10_000 if args.quick else ONEWAY)
-    args.repeats = args.repeats or (1 if args.quick else REPEATS)
-    if min(args.asks, args.oneway, args.repeats) < 1:
-        parser.error("--asks, --oneway and --repeats must be positive")
+    settle_small_options(parser, args)
     return args
 
 
