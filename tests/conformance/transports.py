@@ -108,21 +108,21 @@ class InprocCase(TransportCase):
             await first.close()
 
 
-class TcpCase(TransportCase):
-    """``a`` listens on ``tcp://`` here; ``b`` is a node in another OS process dialing it.
+class ListeningCase(TransportCase):
+    """A transport whose second node finds the first by its address: ``a`` starts here,
+    ``b`` (in another OS process for ``pair``) joins it. Subclasses say where, in
+    :meth:`urls`."""
 
-    Both bind port 0 on 127.0.0.1, so cases never collide.
-    """
-
-    name = scheme = "tcp"
+    def urls(self) -> AbstractAsyncContextManager[tuple[str, str]]:
+        """``(a's URL, b's URL)``; ``{}`` in b's URL stands for a's ``transport.address``."""
+        raise NotImplementedError
 
     @asynccontextmanager
     async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
         from tests.conformance.remote_peer import RemotePeer
 
-        async with Node("tcp://127.0.0.1:0", name="a") as a:
-            url = f"tcp://127.0.0.1:0?peers={a.transport.address}"  # type: ignore[attr-defined]
-            peer = RemotePeer(a, url, "b")
+        async with self.urls() as (first, second), Node(first, name="a") as a:
+            peer = RemotePeer(a, second.format(getattr(a.transport, "address", "")), "b")
             await peer.start()
             try:
                 yield a, peer
@@ -134,18 +134,46 @@ class TcpCase(TransportCase):
     async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:
         from synaptic_mesh.runtime.transport_lookup import open_transport
 
-        first = open_transport("tcp://127.0.0.1:0")
-        await first.start()
-        second = open_transport(f"tcp://127.0.0.1:0?peers={first.address}")  # type: ignore[attr-defined]
-        try:
-            await second.start()
-            yield first, second
-        finally:
-            await second.close()
-            await first.close()
+        async with self.urls() as (first_url, second_url):
+            first = open_transport(first_url)
+            await first.start()
+            second = open_transport(second_url.format(getattr(first, "address", "")))
+            try:
+                await second.start()
+                yield first, second
+            finally:
+                await second.close()
+                await first.close()
 
 
-class ShmCase(TransportCase):
+@asynccontextmanager
+async def short_directory(prefix: str) -> AsyncIterator[str]:
+    """A fresh directory under ``/tmp`` (Unix socket paths are limited to 107 bytes),
+    removed afterwards."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class TcpCase(ListeningCase):
+    """``a`` listens on ``tcp://`` here; ``b`` is a node in another OS process dialing it.
+
+    Both bind port 0 on 127.0.0.1, so cases never collide.
+    """
+
+    name = scheme = "tcp"
+
+    @asynccontextmanager
+    async def urls(self) -> AsyncIterator[tuple[str, str]]:
+        yield "tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={}"
+
+
+class ShmCase(ListeningCase):
     """``a`` listens in a fresh ``shm://`` directory here; ``b``, a node in another OS
     process, finds it by listing that directory (discovery), as co-located nodes do.
 
@@ -156,43 +184,9 @@ class ShmCase(TransportCase):
     name = scheme = "shm"
 
     @asynccontextmanager
-    async def directory(self) -> AsyncIterator[str]:
-        import shutil
-        import tempfile
-
-        path = tempfile.mkdtemp(prefix="smesh-conf-", dir="/tmp")
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-
-    @asynccontextmanager
-    async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
-        from tests.conformance.remote_peer import RemotePeer
-
-        async with self.directory() as path, Node(f"shm://{path}", name="a") as a:
-            peer = RemotePeer(a, f"shm://{path}", "b")
-            await peer.start()
-            try:
-                yield a, peer
-            finally:
-                await peer.close()
-                await peer.kill()
-
-    @asynccontextmanager
-    async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:
-        from synaptic_mesh.runtime.transport_lookup import open_transport
-
-        async with self.directory() as path:
-            first = open_transport(f"shm://{path}")
-            await first.start()
-            second = open_transport(f"shm://{path}")
-            try:
-                await second.start()
-                yield first, second
-            finally:
-                await second.close()
-                await first.close()
+    async def urls(self) -> AsyncIterator[tuple[str, str]]:
+        async with short_directory("smesh-conf-") as path:
+            yield f"shm://{path}", f"shm://{path}"
 
 
 class NatsCase(TransportCase):
@@ -341,48 +335,22 @@ def _start_private_nats() -> tuple[Any, int]:
     raise RuntimeError("the private nats-server did not start within 10 s")
 
 
-class ZmqCase(TransportCase):
+class ZmqCase(ListeningCase):
     """A ZeroMQ scheme: ``a`` listens (``zmq+pubsub``: runs the proxy, ``?proxy=1``) here;
     ``b``, a node in another OS process, dials it (or joins the same proxy)."""
 
     def __init__(self, scheme: str) -> None:
         self.name = self.scheme = scheme
 
-    def urls(self, first: Any = None) -> str:
-        """The first node's URL, or the URL of a node joining ``first`` (a transport)."""
+    @asynccontextmanager
+    async def urls(self) -> AsyncIterator[tuple[str, str]]:
         if self.scheme == "zmq+pubsub":
-            return f"zmq+pubsub://{first.address}" if first else "zmq+pubsub://127.0.0.1:0?proxy=1"
-        return f"{self.scheme}://127.0.0.1:0" + (f"?peers={first.address}" if first else "")
-
-    @asynccontextmanager
-    async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
-        from tests.conformance.remote_peer import RemotePeer
-
-        async with Node(self.urls(), name="a") as a:
-            peer = RemotePeer(a, self.urls(a.transport), "b")
-            await peer.start()
-            try:
-                yield a, peer
-            finally:
-                await peer.close()
-                await peer.kill()
-
-    @asynccontextmanager
-    async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:
-        from synaptic_mesh.runtime.transport_lookup import open_transport
-
-        first = open_transport(self.urls())
-        await first.start()
-        second = open_transport(self.urls(first))
-        try:
-            await second.start()
-            yield first, second
-        finally:
-            await second.close()
-            await first.close()
+            yield "zmq+pubsub://127.0.0.1:0?proxy=1", "zmq+pubsub://{}"
+        else:
+            yield f"{self.scheme}://127.0.0.1:0", f"{self.scheme}://127.0.0.1:0?peers={{}}"
 
 
-class NngCase(TransportCase):
+class NngCase(ListeningCase):
     """``nng+tcp`` or ``nng+ipc``: ``a`` listens here; ``b``, a node in another OS process,
     dials it. IPC sockets live in a fresh short directory (``/tmp/smesh-nng-*``), removed after."""
 
@@ -391,46 +359,11 @@ class NngCase(TransportCase):
 
     @asynccontextmanager
     async def urls(self) -> AsyncIterator[tuple[str, str]]:
-        """``(a's URL, b's URL)``; ``{}`` in b's URL stands for a's address."""
         if self.scheme == "nng+tcp":
             yield "nng+tcp://127.0.0.1:0", "nng+tcp://127.0.0.1:0?peers={}"
             return
-        import shutil
-        import tempfile
-
-        path = tempfile.mkdtemp(prefix="smesh-nng-", dir="/tmp")
-        try:
+        async with short_directory("smesh-nng-") as path:
             yield f"nng+ipc://{path}/a.sock", f"nng+ipc://{path}/b.sock?peers={{}}"
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-
-    @asynccontextmanager
-    async def pair(self) -> AsyncIterator[tuple[Node, Peer]]:
-        from tests.conformance.remote_peer import RemotePeer
-
-        async with self.urls() as (first, second), Node(first, name="a") as a:
-            peer = RemotePeer(a, second.format(a.transport.address), "b")  # type: ignore[attr-defined]
-            await peer.start()
-            try:
-                yield a, peer
-            finally:
-                await peer.close()
-                await peer.kill()
-
-    @asynccontextmanager
-    async def transports(self) -> AsyncIterator[tuple[Transport, Transport]]:
-        from synaptic_mesh.runtime.transport_lookup import open_transport
-
-        async with self.urls() as (first_url, second_url):
-            first = open_transport(first_url)
-            await first.start()
-            second = open_transport(second_url.format(first.address))  # type: ignore[attr-defined]
-            try:
-                await second.start()
-                yield first, second
-            finally:
-                await second.close()
-                await first.close()
 
 
 CASES: list[TransportCase] = [
