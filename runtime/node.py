@@ -37,7 +37,7 @@ from synaptic_mesh.actors.signals import Call
 from synaptic_mesh.runtime import codec
 from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter, describe
 from synaptic_mesh.runtime.deadlines import Deadlines
-from synaptic_mesh.runtime.envelope import ASK, ERROR, PUBLISH, REPLY, TELL, Envelope
+from synaptic_mesh.runtime.envelope import ASK, ERROR, PUBLISH, REPLY, TELL, VOTE, Envelope
 from synaptic_mesh.runtime.errors import (
     MeshError,
     SupervisorFailed,
@@ -53,6 +53,9 @@ from synaptic_mesh.supervisors.spec import Supervisor
 from synaptic_mesh.transports.base import Frame, Subscription, Transport
 
 log = logging.getLogger("synaptic_mesh.node")
+
+_ANSWERS = frozenset({REPLY, ERROR, VOTE})
+"""Kinds sent to a one-time subject (an inbox slot); their ``seq`` is always 1."""
 
 INBOX_PREFIX = ONE_TIME_PREFIX.rstrip(".")
 SHUTDOWN_TIMEOUT = 5.0
@@ -431,8 +434,11 @@ class Node(NodeSupervision, NodeInbound):
         corr: str | None = None,
         deadline: float | None = None,
     ) -> Envelope:
-        key = (sender, subject)
-        seq = self._seq[key] = self._seq.get(key, 0) + 1
+        if kind in _ANSWERS:
+            seq = 1  # a one-time subject (an inbox slot): a counter would never be reused
+        else:
+            key = (sender, subject)
+            seq = self._seq[key] = self._seq.get(key, 0) + 1
         return Envelope(
             f"{self.id}.{next(self._ids)}",
             kind,

@@ -41,3 +41,15 @@ async def test_late_replies_never_reach_a_later_ask(across: bool) -> None:
         assert answers == [100 + n for n in range(40)]
         await until(lambda: a.stats.late_replies == 5)
         assert not a._pending and not a._collectors
+
+
+async def test_serving_many_asks_keeps_no_state_per_ask() -> None:
+    """Each reply goes to a one-time inbox slot: the serving node keeps no sequence
+    counter for it (it would grow by one entry per ask served, for ever)."""
+    url = hub()
+    async with Node(url, name="a") as a, Node(url, name="b") as b:
+        await b.spawn(Worker, "rr.worker")
+        answers = [await ask(a, "rr.worker", Work(n), timeout=2) for n in range(200)]
+        assert answers == list(range(200))
+        assert len(b._seq) <= 2, f"{len(b._seq)} sequence counters after 200 asks"
+        assert not a._pending
