@@ -464,7 +464,9 @@ class Node(NodeSupervision, NodeInbound):
             return
         self._check_sending()
         env = self._envelope(TELL, subject, message, sender)
-        await self._outbox.send(subject, self._frames(env), None)
+        frames = self._frames(env)
+        if not self._outbox.try_send(subject, frames, None):
+            await self._outbox.send(subject, frames, None)
 
     def tell_nowait(self, subject: str, message: Any, *, sender: str | None = None) -> None:
         """Send without waiting; raises ``MailboxFull`` when the mailbox or outbox is full."""
@@ -513,7 +515,9 @@ class Node(NodeSupervision, NodeInbound):
             env = self._envelope(ASK, subject, message, sender, reply_to, corr, deadline)
             self._pending[corr] = (future, subject, message)
             try:
-                await self._outbox.send(subject, self._frames(env), reply_to)
+                frames = self._frames(env)
+                if not self._outbox.try_send(subject, frames, reply_to):
+                    await self._outbox.send(subject, frames, reply_to)
                 return await future
             finally:
                 self._pending.pop(corr, None)
@@ -539,7 +543,8 @@ class Node(NodeSupervision, NodeInbound):
 
     async def _send_quietly(self, subject: str, frames: Sequence[Frame]) -> None:
         try:
-            await self._outbox.send(subject, frames, None)
+            if not self._outbox.try_send(subject, frames, None):
+                await self._outbox.send(subject, frames, None)
         except MeshError as exc:
             log.warning("could not send reply to %s: %s", subject, exc)
 
@@ -738,4 +743,10 @@ class Node(NodeSupervision, NodeInbound):
 def _make_outbox(node: Node, capacity: int) -> Any:
     from synaptic_mesh.runtime.outbox import Outbox
 
-    return Outbox(node.transport.publish, node._spawn_task, capacity, node._outbox_failed)
+    return Outbox(
+        node.transport.publish,
+        node._spawn_task,
+        capacity,
+        node._outbox_failed,
+        node.transport.publish_now,
+    )

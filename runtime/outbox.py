@@ -2,7 +2,9 @@
 
 Sends that leave the node go through here so that one sender's messages keep
 their order whether it used ``await tell`` or ``tell_nowait``. When nothing
-is queued, ``send`` publishes directly (no task switch); otherwise it queues
+is queued, ``send`` publishes directly (no task switch; with no coroutine at
+all when the transport's ``publish_now`` can send without waiting, which
+``try_send`` offers callers on the hot path); otherwise it queues
 behind what is waiting, and a pump task publishes in order. The queue is
 bounded: ``send`` waits for room, ``send_nowait`` raises ``MailboxFull``.
 """
@@ -20,6 +22,7 @@ from synaptic_mesh.runtime.errors import MailboxFull, MeshError, TransportClosed
 log = logging.getLogger("synaptic_mesh.outbox")
 
 Publish = Callable[[str, Sequence[Any], "str | None"], Awaitable[Any]]
+PublishNow = Callable[[str, Sequence[Any], "str | None"], bool]
 Item = tuple[str, Sequence[Any], "str | None"]
 
 
@@ -32,8 +35,10 @@ class Outbox:
         spawn: Callable[[Callable[[], Awaitable[None]]], None],
         capacity: int = 10_000,
         on_error: Callable[[Item, BaseException], None] | None = None,
+        publish_now: PublishNow | None = None,
     ) -> None:
         self._publish = publish
+        self._publish_now = publish_now
         self._spawn = spawn
         self.capacity = capacity
         self._queue: deque[Item] = deque()
@@ -50,11 +55,22 @@ class Outbox:
     def idle(self) -> bool:
         return not self._queue and not self._busy
 
+    def try_send(self, subject: str, frames: Sequence[Any], reply_to: str | None) -> bool:
+        """Publish now if nothing is queued and the transport can without waiting
+        (``Transport.publish_now``); ``False`` (nothing sent) tells the caller to ``send``."""
+        publish_now = self._publish_now
+        if publish_now is None or self._queue or self._busy or self.closed:
+            return False
+        return publish_now(subject, frames, reply_to)
+
     async def send(self, subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
         """Publish in order, waiting while the buffer is full."""
         if self.closed:
             raise TransportClosed("node is closed")
         if not self._queue and not self._busy:
+            publish_now = self._publish_now
+            if publish_now is not None and publish_now(subject, frames, reply_to):
+                return
             self._busy = True
             try:
                 await self._publish(subject, frames, reply_to)

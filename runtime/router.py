@@ -64,7 +64,7 @@ from synaptic_mesh.runtime.router_link import (
 )
 from synaptic_mesh.runtime.router_links import LinkService
 from synaptic_mesh.runtime.router_settings import RouterSettings
-from synaptic_mesh.runtime.subjects import SubjectTable, validate_pattern
+from synaptic_mesh.runtime.subjects import InvalidSubject, SubjectTable, validate_pattern
 from synaptic_mesh.transports.base import (
     NO_RESPONDERS,
     BadFrame,
@@ -250,6 +250,35 @@ class RoutedTransport(LinkService, Transport):
                 f"message on {subject!r} could not be sent to "
                 + "; ".join(f"peer {peer}: {reason}" for peer, reason in failed)
             )
+
+    def publish_now(
+        self, subject: str, frames: Sequence[Frame], reply_to: str | None = None
+    ) -> bool:
+        """A publish to one remote recipient with credit and room on its link, done now.
+
+        Everything else (local handlers, several recipients, nobody, waiting
+        for credit or for the link, a message ``publish`` would refuse) is
+        declined, before anything is sent, and goes through ``publish``.
+        """
+        if self._state != "running" or len(frames) > self.max_frames:
+            return False
+        size = frames_size(frames)
+        if size > self._max_message:
+            return False
+        try:
+            match = self._table.match(subject)
+        except InvalidSubject:
+            return False
+        sole = sole_recipient(match, None) if match else None
+        if sole is None:
+            return False
+        only, queues = sole
+        if type(only) is not Peer:
+            return False
+        try:
+            return only.send_now(subject, reply_to, queues, 1, frames, size)
+        except ValueError:  # over a limit: publish says so
+            return False
 
     async def _route(
         self,

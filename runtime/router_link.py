@@ -73,6 +73,25 @@ class Peer:
                 return
         raise LinkClosed(f"no open link to peer {self.id}")
 
+    def send_now(
+        self,
+        subject: str,
+        reply_to: str | None,
+        queues: Sequence[str],
+        hops: int,
+        frames: Any,
+        size: int,
+    ) -> bool:
+        """``send`` if it needs no waiting (credit and room on the link); else ``False``.
+
+        ``size`` is the bytes of ``frames``, which the caller has counted.
+        """
+        for state in self.links:
+            if not state.link.closed:
+                header = proto.msg_header(subject, reply_to, queues, hops)
+                return state.try_send_msg(header, frames, len(header) + size)
+        return False
+
 
 class LinkState:
     """Everything the router keeps about one link (see module docstring)."""
@@ -172,6 +191,21 @@ class LinkState:
             raise
         self.stats.messages_sent += 1
         self.stats.bytes_sent += size
+
+    def try_send_msg(self, header: bytes, frames: Sequence[Buffer], size: int) -> bool:
+        """``send_msg`` if credit and the link's buffer allow it now; else ``False``, nothing sent.
+
+        ``size`` is the bytes of the header and ``frames`` together.
+        """
+        if self._credit_msgs < 1 or self._credit_bytes < size:
+            return False
+        if not self.link.try_send([header, *frames]):
+            return False
+        self._credit_msgs -= 1
+        self._credit_bytes -= size
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += size
+        return True
 
     # -- receiving MSG --------------------------------------------------------------
 

@@ -198,6 +198,19 @@ class Transport(abc.ABC):
         Raises ``TransportClosed`` after ``close``.
         """
 
+    def publish_now(
+        self, subject: str, frames: Sequence[Frame], reply_to: str | None = None
+    ) -> bool:
+        """Publish at once if that needs no waiting; ``False`` (nothing sent) otherwise.
+
+        The node tries this before ``publish``: a small message to one remote
+        recipient with room on its link then costs no coroutine at all. A
+        transport that cannot tell without waiting keeps the default, which
+        always declines. It never raises for a message ``publish`` would
+        refuse: it declines, and ``publish`` raises.
+        """
+        return False
+
     async def settled(self) -> None:
         """Return once what this node published has reached this node's own subscriptions.
 
@@ -302,6 +315,15 @@ class Link(abc.ABC):
     @abc.abstractmethod
     def send_nowait(self, frames: Sequence[Buffer]) -> None:
         """Send one small message without waiting; raises :class:`LinkClosed` when closed."""
+
+    def try_send(self, frames: Sequence[Buffer]) -> bool:
+        """Send one message if it can go without waiting; ``False`` (nothing sent) otherwise.
+
+        The router's fast path (see ``Transport.publish_now``). Raises
+        ``ValueError`` as ``send`` does, before anything is written. The
+        default declines, so the router falls back to ``send``.
+        """
+        return False
 
     def set_receiver(self, receiver: Callable[[list[Buffer]], None]) -> bool:
         """Optionally push messages instead of queueing them for ``recv``.

@@ -175,6 +175,15 @@ class ShmLink(StreamLink):
                     return self._send_shm(frames)
         return super().send(frames)
 
+    def try_send(self, frames: Sequence[Buffer]) -> bool:
+        """``StreamLink.try_send`` for a message with no frame for a segment."""
+        if self.use_shm:
+            threshold = self.options.threshold
+            for i in range(1, len(frames)):
+                if _nbytes(frames[i]) >= threshold:
+                    return False
+        return super().try_send(frames)
+
     async def _send_shm(self, frames: Sequence[Buffer]) -> None:
         """Copy the large frames into segments, then send the SHM message."""
         out: list[Buffer] = [b"", *frames]

@@ -131,6 +131,13 @@ class StreamLink(Link, asyncio.BufferedProtocol):
             await waiter
         self._write(pieces, size)
 
+    def try_send(self, frames: Sequence[Buffer]) -> bool:
+        if self._write_paused or self._closed:
+            return False
+        pieces, size = encode_message(frames, self.limits)
+        self._write(pieces, size)
+        return True
+
     def send_nowait(self, frames: Sequence[Buffer]) -> None:
         pieces, size = encode_message(frames, self.limits)
         if self._write_paused:

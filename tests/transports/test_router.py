@@ -154,6 +154,42 @@ async def test_slow_handler_holds_the_sender_by_credit_while_heartbeats_flow() -
         assert got == [b"%d" % i for i in range(100)]
 
 
+async def test_publish_now_sends_only_what_needs_no_waiting() -> None:
+    """The synchronous fast path: one remote recipient with credit, else declined unsent."""
+    async with tcp_nodes(
+        "tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}", window_msgs=4, max_message=1024
+    ) as (
+        a,
+        b,
+    ):
+        gate = asyncio.Event()
+        got: list[bytes] = []
+
+        async def slow(subject: str, frames: list[bytes], reply_to: str | None) -> None:
+            await gate.wait()
+            got.append(bytes(frames[0]))
+
+        await b.subscribe("far.>", slow)
+        mine = Collector()
+        await a.subscribe("near.x", mine)
+        assert not a.publish_now("nobody.home", [b"x"]), "nobody: publish reports it"
+        assert not a.publish_now("near.x", [b"x"]), "a local handler runs in publish"
+        assert not a.publish_now("far.x", [b"x" * (a.settings.max_message + 1)])
+        with pytest.raises(ValueError, match="max_message"):
+            await a.publish("far.x", [b"x" * (a.settings.max_message + 1)])
+        sent = 0
+        while a.publish_now("far.x", [b"%d" % sent]):
+            sent += 1
+            assert sent <= 4, "never past the peer's window"
+        assert sent == 4 and a.link_stats(b.id).messages_sent == 4
+        task = asyncio.ensure_future(a.publish("far.x", [b"4"]))  # waits for credit
+        gate.set()
+        await asyncio.wait_for(task, 5)
+        await until(lambda: len(got) == 5)
+        assert got == [b"%d" % i for i in range(5)], "in order with the slow path"
+        assert mine.got == [], "declined means not sent"
+
+
 # -- a node in another process, killed -------------------------------------------------
 
 
