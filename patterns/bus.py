@@ -23,14 +23,16 @@ Semantics:
   ``TransportClosed`` once the node no longer sends.
 
 Lowering: the generic lowering publishes on ``_bus.<bus>.<member subject>``
-and each member subscribes to ``_bus.<bus>.>``, skipping its own subject (no
-decoding needed to recognise one's own messages). A transport listing
+and each member subscribes to ``_bus.<bus>.>`` except its own subject
+(``Transport.subscribe_except``: the link router and the in-process hub leave
+it out of the match, so a member's send is not also delivered to itself only
+to be dropped; other transports filter by subject, with no decoding). A transport listing
 ``"bus"`` in ``capabilities.native`` supplies a :class:`BusLowering` (NNG Bus0).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from synaptic_mesh.patterns import attach
@@ -38,7 +40,7 @@ from synaptic_mesh.patterns.lowering import BUS, lowering_for
 from synaptic_mesh.patterns.pubsub import as_actor_handler
 from synaptic_mesh.runtime.errors import MeshError
 from synaptic_mesh.runtime.subjects import InvalidSubject, validate_subject
-from synaptic_mesh.transports.base import Handler, Subscription, eager_as
+from synaptic_mesh.transports.base import Handler, Subscription
 
 if TYPE_CHECKING:
     from synaptic_mesh.actors.actor import AgentActor
@@ -64,13 +66,7 @@ class GenericBus:
 
     async def join(self, node: Node, bus: str, member: str, handler: Handler) -> Subscription:
         own = f"{BUS_PREFIX}.{bus}.{member}"
-
-        async def others_only(subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
-            if subject != own:
-                await handler(subject, frames, reply_to)
-
-        pattern = f"{BUS_PREFIX}.{bus}.>"
-        return await node.transport.subscribe(pattern, eager_as(handler, others_only))
+        return await node.transport.subscribe_except(f"{BUS_PREFIX}.{bus}.>", handler, own)
 
     def send(self, node: Node, bus: str, member: str, message: Any) -> Awaitable[None]:
         return node.publish(f"{BUS_PREFIX}.{bus}.{member}", message, sender=member)

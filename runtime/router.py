@@ -377,10 +377,20 @@ class RoutedTransport(LinkService, Transport):
         self, pattern: str, handler: Handler, queue: str | None = None
     ) -> Subscription:
         """Subscribe locally and advertise it; returns once connected peers know it."""
+        return await self._subscribe(pattern, handler, queue, None)
+
+    async def subscribe_except(self, pattern: str, handler: Handler, unless: str) -> Subscription:
+        """``subscribe``, with ``unless`` left out of this node's matches (peers see the
+        pattern: what they send there is not ``unless``'s own)."""
+        return await self._subscribe(pattern, handler, None, unless)
+
+    async def _subscribe(
+        self, pattern: str, handler: Handler, queue: str | None, unless: str | None
+    ) -> Subscription:
         self._check_open()
         validate_pattern(pattern)
         sub = HandlerSubscription(self, pattern, handler, queue)
-        self._table.add(pattern, sub, queue)
+        self._table.add(pattern, sub, queue, unless=unless)
         self._subs.append(sub)
         if self._interest.local_add((pattern, queue)):
             await self._flush([s for s in self._interest.links if not s.link.closed])

@@ -207,6 +207,8 @@ class _Subscription(Generic[T]):
     item: T
     queue: str | None
     seq: int
+    unless: str | None = None
+    """A concrete subject the pattern matches but this subscription does not take."""
 
 
 class SubjectTable(Generic[T]):
@@ -261,13 +263,20 @@ class SubjectTable(Generic[T]):
         """Number of subscriptions held, duplicates included."""
         return self._count
 
-    def add(self, pattern: str, item: T, queue: str | None = None) -> None:
+    def add(
+        self, pattern: str, item: T, queue: str | None = None, *, unless: str | None = None
+    ) -> None:
         """Subscribe ``item`` to ``pattern``, in queue group ``queue`` if given.
 
+        ``unless``: one concrete subject ``item`` does not get although the
+        pattern matches it (a bus member's own sends): :meth:`match` leaves it
+        out, so a publish there does not count ``item`` among its recipients.
         Raises :class:`InvalidSubject` for a bad pattern, and for a queue name
         that is empty or holds whitespace (NATS rejects those too).
         """
         tokens = _split(pattern, "pattern", wildcards=True)
+        if unless is not None:
+            _split(unless, "subject", wildcards=False)
         self._once.clear()
         self._once_parents.clear()
         if queue is not None and (not queue or _WHITESPACE.search(queue)):
@@ -275,13 +284,13 @@ class SubjectTable(Generic[T]):
                 queue, f"queue name {queue!r} must be non-empty without whitespace"
             )
         seq = next(self._seq)
-        if _guards_one_time(pattern, tokens):
+        if _guards_one_time(pattern, tokens) or _unless_one_time(unless):
             self._one_time_guards += 1
         if SINGLE_WILDCARD in tokens or FULL_WILDCARD in tokens:
-            self._wild[seq] = _Subscription(pattern, tokens, item, queue, seq)
+            self._wild[seq] = _Subscription(pattern, tokens, item, queue, seq, unless)
             self._invalidate(pattern, tokens)
         else:
-            sub = _Subscription(pattern, (), item, queue, seq)
+            sub = _Subscription(pattern, (), item, queue, seq, unless)
             held = self._exact.get(pattern)
             if held is None:
                 self._exact[pattern] = [sub]
@@ -311,7 +320,9 @@ class SubjectTable(Generic[T]):
             return False
         self._once.clear()
         self._once_parents.clear()
-        if _guards_one_time(pattern, sub.tokens or (ONE_TIME_FIRST,)):
+        if _guards_one_time(pattern, sub.tokens or (ONE_TIME_FIRST,)) or _unless_one_time(
+            sub.unless
+        ):
             self._one_time_guards -= 1
         if held is not None:
             held.remove(sub)
@@ -409,13 +420,16 @@ class SubjectTable(Generic[T]):
 
     def _scan(self, tokens: tuple[str, ...]) -> Match[T]:
         """Resolve a subject without the cache: the reference the cache must agree with."""
-        exact = self._exact.get(".".join(tokens), ())
+        subject = ".".join(tokens)
+        exact = self._exact.get(subject, ())
         wild = [s for s in self._wild.values() if _match_tokens(s.tokens, tokens)]
         # both kinds matched: merge them back into subscription order
         found = sorted((*exact, *wild), key=_by_seq) if exact and wild else wild or exact
         plain: list[T] = []
         groups: dict[str, list[T]] = {}  # insertion order = first matching subscription
         for sub in found:
+            if sub.unless == subject:
+                continue
             if sub.queue is None:
                 plain.append(sub.item)
             else:
@@ -447,6 +461,11 @@ def _guards_one_time(pattern: str, tokens: tuple[str, ...]) -> bool:
         SINGLE_WILDCARD,
         FULL_WILDCARD,
     )
+
+
+def _unless_one_time(unless: str | None) -> bool:
+    """Whether an ``unless`` subject tells one reply subject apart from its siblings."""
+    return unless is not None and unless.startswith(ONE_TIME_PREFIX)
 
 
 def _plain_token(token: str) -> bool:

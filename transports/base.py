@@ -198,6 +198,21 @@ class Transport(abc.ABC):
         Raises ``TransportClosed`` after ``close``.
         """
 
+    async def subscribe_except(self, pattern: str, handler: Handler, unless: str) -> Subscription:
+        """``subscribe(pattern, handler)``, but never for messages published on ``unless``.
+
+        A bus member hears the bus but not its own sends. A transport whose
+        subject table can leave ``unless`` out of the match overrides this, so
+        that a publish there does not count the member among its recipients;
+        the default filters in the handler.
+        """
+
+        async def others_only(subject: str, frames: Sequence[Frame], reply_to: str | None) -> None:
+            if subject != unless:
+                await handler(subject, frames, reply_to)
+
+        return await self.subscribe(pattern, eager_as(handler, others_only))
+
     def publish_now(
         self, subject: str, frames: Sequence[Frame], reply_to: str | None = None
     ) -> bool:

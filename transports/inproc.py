@@ -122,11 +122,20 @@ class InprocTransport(Transport):
     async def subscribe(
         self, pattern: str, handler: Handler, queue: str | None = None
     ) -> Subscription:
+        return self._subscribe(pattern, handler, queue, None)
+
+    async def subscribe_except(self, pattern: str, handler: Handler, unless: str) -> Subscription:
+        """``subscribe``, with ``unless`` left out of the hub's matches for this handler."""
+        return self._subscribe(pattern, handler, None, unless)
+
+    def _subscribe(
+        self, pattern: str, handler: Handler, queue: str | None, unless: str | None
+    ) -> Subscription:
         hub = self._hub
         if hub is None or self._closed:
             raise TransportClosed(f"inproc transport {self.url!r} is not open")
         sub = HandlerSubscription(self, pattern, handler, queue)
-        hub.table.add(pattern, sub, queue)  # validates the pattern (and the queue name)
+        hub.table.add(pattern, sub, queue, unless=unless)  # validates pattern, queue, unless
         self._subscriptions[sub] = None
         return sub
 

@@ -405,6 +405,22 @@ def test_cache_is_bounded() -> None:
         SubjectTable(cache_size=0)
 
 
+def test_unless_leaves_one_subject_out_for_one_subscription() -> None:
+    table: SubjectTable[str] = SubjectTable()
+    table.add("_bus.c.>", "m1", unless="_bus.c.m1")
+    table.add("_bus.c.>", "m2", unless="_bus.c.m2")
+    table.add("_bus.c.>", "peer")
+    assert table.match("_bus.c.m1").plain == ("m2", "peer")
+    assert table.match("_bus.c.m2").plain == ("m1", "peer")
+    assert table.match("_bus.c.m3").plain == ("m1", "m2", "peer")
+    assert table.remove("_bus.c.>", "peer")
+    assert table.match("_bus.c.m1").plain == ("m2",), "the cached match was dropped"
+    assert table.remove("_bus.c.>", "m2")
+    assert not table.match("_bus.c.m1"), "nobody else: no recipient at all"
+    with pytest.raises(InvalidSubject):
+        table.add("_bus.c.>", "m3", unless="_bus.*")
+
+
 def test_cache_hit_returns_the_same_match_object() -> None:
     table: SubjectTable[str] = SubjectTable()
     table.add("a.*", "h")
@@ -419,6 +435,7 @@ SMALL_PATTERNS = st.sampled_from(
     ["a", "a.b", "a.*", "*.b", "a.>", ">", "*", "*.*", "b.a", "a.b.c", "*.b.>"]
 )
 SMALL_SUBJECTS = st.sampled_from(["a", "b", "a.b", "b.a", "a.a", "a.b.c", "b.b.b", "a.b.c.d"])
+UNLESS = st.sampled_from([None, None, None, "a.b", "a.b.c", "b"])
 
 
 class CachedTableMachine(RuleBasedStateMachine):
@@ -427,29 +444,33 @@ class CachedTableMachine(RuleBasedStateMachine):
     @initialize(cache_size=st.integers(min_value=1, max_value=6))
     def make_table(self, cache_size: int) -> None:
         self.table: SubjectTable[str] = SubjectTable(cache_size=cache_size)
-        self.model: list[tuple[str, str, str | None]] = []
+        self.model: list[tuple[str, str, str | None, str | None]] = []
 
-    @rule(pattern=SMALL_PATTERNS, item=ITEMS, queue=QUEUES)
-    def add(self, pattern: str, item: str, queue: str | None) -> None:
-        self.table.add(pattern, item, queue)
-        self.model.append((pattern, item, queue))
+    @rule(pattern=SMALL_PATTERNS, item=ITEMS, queue=QUEUES, unless=UNLESS)
+    def add(self, pattern: str, item: str, queue: str | None, unless: str | None) -> None:
+        self.table.add(pattern, item, queue, unless=unless)
+        self.model.append((pattern, item, queue, unless))
 
     @rule(pattern=SMALL_PATTERNS, item=ITEMS, queue=QUEUES)
     def remove(self, pattern: str, item: str, queue: str | None) -> None:
-        held = (pattern, item, queue) in self.model
-        assert self.table.remove(pattern, item, queue) == held
+        held = [entry for entry in self.model if entry[:3] == (pattern, item, queue)]
+        assert self.table.remove(pattern, item, queue) == bool(held)
         if held:
-            self.model.remove((pattern, item, queue))
+            self.model.remove(held[0])  # the earliest goes
 
     @rule(subject=SMALL_SUBJECTS)
     def match(self, subject: str) -> None:
         fresh: SubjectTable[str] = SubjectTable()
-        for pattern, item, queue in self.model:
-            fresh.add(pattern, item, queue)
+        for pattern, item, queue, unless in self.model:
+            fresh.add(pattern, item, queue, unless=unless)
         expected = fresh.match(subject)
         assert self.table.match(subject) == expected
         assert self.table._scan(tuple(subject.split("."))) == expected
-        plain = tuple(i for p, i, q in self.model if q is None and reference_matches(p, subject))
+        plain = tuple(
+            i
+            for p, i, q, u in self.model
+            if q is None and u != subject and reference_matches(p, subject)
+        )
         assert expected.plain == plain
 
     @rule(subject=SMALL_SUBJECTS)
@@ -507,9 +528,10 @@ _patterns = st.tuples(
     patterns=st.lists(_patterns, max_size=5),
     corrs=st.lists(st.sampled_from(["1", "2", "7", "n1"]), min_size=1, max_size=6),
     parents=st.sampled_from(["_INBOX.n1", "_INBOX.n2", "_INBOX.n1.7"]),
+    unless=st.sampled_from([None, "_INBOX.n1.7", "_INBOX.n2.1"]),
 )
 def test_reply_subject_fast_path_agrees_with_the_reference(
-    patterns: list[list[str]], corrs: list[str], parents: str
+    patterns: list[list[str]], corrs: list[str], parents: str, unless: str | None
 ) -> None:
     table: SubjectTable[int] = SubjectTable()
     for i, tokens in enumerate(patterns):
@@ -518,7 +540,7 @@ def test_reply_subject_fast_path_agrees_with_the_reference(
             validate_pattern(pattern)
         except InvalidSubject:
             continue
-        table.add(pattern, i)
+        table.add(pattern, i, unless=unless if i % 2 else None)
     for corr in corrs:
         subject = f"{parents}.{corr}"
         assert table.match(subject) == table._scan(tuple(subject.split("."))), subject
