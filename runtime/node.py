@@ -743,10 +743,13 @@ class Node(NodeSupervision, NodeInbound):
 def _make_outbox(node: Node, capacity: int) -> Any:
     from synaptic_mesh.runtime.outbox import Outbox
 
+    transport = node.transport
+    # a transport that never publishes synchronously is not asked on every send
+    can_now = type(transport).publish_now is not Transport.publish_now
     return Outbox(
-        node.transport.publish,
+        transport.publish,
         node._spawn_task,
         capacity,
         node._outbox_failed,
-        node.transport.publish_now,
+        transport.publish_now if can_now else None,
     )
