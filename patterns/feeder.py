@@ -123,7 +123,7 @@ class Feeder:
         self._gate_taken = 0
         self._unanswered: set[str] = set()
         self._error: MeshError | None = None
-        self._room: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[bool]] = []  # each waiting put or flush
         self._slot: tuple[str, str] | None = None  # (corr, reply_to) of the inbox slot
         self._items = 0
 
@@ -334,16 +334,38 @@ class Feeder:
             raise self._error
 
     def _wake(self) -> None:
-        room = self._room
-        if room is not None and not room.done():
-            room.set_result(None)
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(True)
 
     async def _wait_for_room(self) -> None:
-        room = self._room
-        if room is None or room.done():
-            room = self._room = asyncio.get_running_loop().create_future()
+        """Wait for the next credit, answer or failure; ``AskTimeout`` after ``timeout``.
+
+        Each waiter has a future of its own (cancelling one leaves the others
+        waiting) and one loop timer: lighter than ``wait_for`` over ``shield``,
+        and a producer waits once per window.
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(waiter)
+        timeout = self.timeout
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(room), self.timeout)
-        except TimeoutError:
-            assert self.timeout is not None
-            raise AskTimeout(self.gate, self.timeout) from None
+            woken = await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        if not woken:
+            assert timeout is not None
+            raise AskTimeout(self.gate, timeout)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    """A waiter's timeout: it wakes with ``False`` (nothing came in time)."""
+    if not waiter.done():
+        waiter.set_result(False)

@@ -21,10 +21,10 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -53,6 +53,19 @@ from synaptic_mesh.supervisors.spec import Supervisor
 from synaptic_mesh.transports.base import Frame, Subscription, Transport
 
 log = logging.getLogger("synaptic_mesh.node")
+
+
+class _Sent:
+    """An awaitable that is already done: awaiting it costs no coroutine and no loop."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+_SENT: Final[Awaitable[None]] = _Sent()
+"""What ``send_frames`` returns for frames the transport took at once."""
 
 _ANSWERS = frozenset({REPLY, ERROR, VOTE})
 """Kinds sent to a one-time subject (an inbox slot); their ``seq`` is always 1."""
@@ -526,25 +539,28 @@ class Node(NodeSupervision, NodeInbound):
                 self._deadlines.discard(slot, future)
 
     async def send_reply(self, call: Call, result: Any, error: BaseException | None) -> None:
-        """Reply to an ask that came from another node (called by the cell)."""
-        assert call.reply_to is not None
+        """Reply to an ask that came from another node (called by the cell).
+
+        A reply that cannot be sent (the node is closing, the link is gone)
+        is logged: the asker's timeout tells it.
+        """
+        subject = call.reply_to
+        assert subject is not None
+        frames: Sequence[Frame] | None = None
         if error is None:
-            env = self._envelope(REPLY, call.reply_to, result, call.subject, corr=call.corr)
+            env = self._envelope(REPLY, subject, result, call.subject, corr=call.corr)
             try:
                 frames = self._frames(env)
             except (TypeError, ValueError) as exc:
                 error = exc
-            else:
-                await self._send_quietly(call.reply_to, frames)
-                return
-        body = {"type": type(error).__name__, "message": str(error)}
-        env = self._envelope(ERROR, call.reply_to, body, call.subject, corr=call.corr)
-        await self._send_quietly(call.reply_to, self._frames(env))
-
-    async def _send_quietly(self, subject: str, frames: Sequence[Frame]) -> None:
+        if frames is None:
+            body = {"type": type(error).__name__, "message": str(error)}
+            env = self._envelope(ERROR, subject, body, call.subject, corr=call.corr)
+            frames = self._frames(env)
+        outbox = self._outbox
         try:
-            if not self._outbox.try_send(subject, frames, None):
-                await self._outbox.send(subject, frames, None)
+            if not outbox.try_send(subject, frames, None):
+                await outbox.send(subject, frames, None)
         except MeshError as exc:
             log.warning("could not send reply to %s: %s", subject, exc)
 
@@ -624,15 +640,20 @@ class Node(NodeSupervision, NodeInbound):
         """The envelope in delivered ``frames``, or ``None`` after dead-lettering a bad frame."""
         return self._open(subject, frames)
 
-    async def send_frames(
+    def send_frames(
         self, subject: str, frames: Sequence[Frame], reply_to: str | None = None
-    ) -> None:
+    ) -> Awaitable[None]:
         """Publish ``frames`` through the outbox, in order with this node's other sends.
 
-        Raises ``TransportClosed`` once the node no longer sends.
+        A plain function returning what to await (the patterns' hot paths pay
+        no coroutine of their own; none at all when the transport took the
+        frames at once). Raises ``TransportClosed`` once the node no longer sends.
         """
         self._check_sending()
-        await self._outbox.send(subject, frames, reply_to)
+        outbox = self._outbox
+        if outbox.try_send(subject, frames, reply_to):
+            return _SENT
+        return outbox.send(subject, frames, reply_to)
 
     def forget_sequence(self, sender: str | None, subject: str) -> None:
         """Drop the ``seq`` counter of a subject that will not be used again (a closed line)."""

@@ -94,7 +94,10 @@ class NodeInbound:
         else:
             self.dead_letter(f"unexpected {env.kind!r} message", subject, env.body, env.sender)
             return
-        await self._enqueue(cell, item, env)
+        try:
+            cell.mailbox.put_nowait(item)  # the common case: room in the mailbox
+        except (MailboxFull, TransportClosed):  # waits under "block", else dead-lettered
+            await self._enqueue(cell, item, env)
 
     @eager_handler
     async def _on_subscribed_frames(
