@@ -309,7 +309,7 @@ async def survey(
         if isinstance(body, VoteFailed):
             failures[who] = VoteFailure(who, body.error_type, body.message)
             return False
-        votes[who] = Vote(who, body, now - started)
+        votes[who] = tuple.__new__(Vote, (who, body, now - started))  # Vote(...), minus a call
         return quorum is not None and len(votes) >= quorum
 
     await _lowering(node).survey(
@@ -337,7 +337,7 @@ async def attach_respondent(
     cell = actor._mesh_cell
     fn = getattr(type(actor), method)
     lowering = _lowering(node)
-    answer = partial(_answer, fn, lowering, cell.subject)
+    answer = partial(_answer, fn, lowering, node, cell.subject)
 
     async def on_question(subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
         first = frames[0] if frames else None
@@ -362,6 +362,7 @@ async def attach_respondent(
 async def _answer(
     fn: Callable[..., Any],
     lowering: SurveyLowering,
+    node: Node,
     me: str,
     reply_to: str,
     corr: str | None,
@@ -373,7 +374,6 @@ async def _answer(
     if deadline is not None and time.time() > deadline:
         log.debug("%s skips a question of an expired survey", me)
         return None
-    node: Node = actor._mesh_cell.host  # type: ignore[assignment]
     try:
         value = await fn(actor, question)
     except Exception as exc:
