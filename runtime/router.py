@@ -230,11 +230,10 @@ class RoutedTransport(LinkService, Transport):
         self._check_open()
         if len(frames) > self.max_frames:
             raise ValueError(f"a message has at most {self.max_frames} frames, got {len(frames)}")
-        if frames_size(frames) > self._max_message:
-            raise ValueError(
-                f"message of {frames_size(frames)} bytes exceeds max_message {self._max_message}"
-            )
-        failed = await self._route(subject, frames, reply_to, None, None, 0)
+        size = frames_size(frames)
+        if size > self._max_message:
+            raise ValueError(f"message of {size} bytes exceeds max_message {self._max_message}")
+        failed = await self._route(subject, frames, reply_to, None, None, 0, size)
         if failed is None and reply_to is not None and frames:
             if self._unsynced:
                 # asyncio.wait, not wait_for: this may run in a delivery started outside a task
@@ -242,7 +241,7 @@ class RoutedTransport(LinkService, Transport):
                 done, _ = await asyncio.wait({synced}, timeout=self.settings.flush_timeout)
                 if not done:
                     synced.cancel()
-                failed = await self._route(subject, frames, reply_to, None, None, 0)
+                failed = await self._route(subject, frames, reply_to, None, None, 0, size)
             if failed is None:
                 await self._route(reply_to, NO_RESPONDERS, None, None, None, 0)
         if failed:
@@ -288,12 +287,15 @@ class RoutedTransport(LinkService, Transport):
         source: LinkState | None,
         assigned: list[str] | None,
         hops: int,
+        size: int | None = None,
     ) -> list[tuple[str, str]] | None:
         """Deliver locally and forward; ``None`` if nobody matched, else the failed sends.
 
         ``source`` is the link a received message came in on (``None`` for a
         local publish) and ``assigned`` the queue groups it made us
-        responsible for (``None``: all, we are the origin).
+        responsible for (``None``: all, we are the origin). ``size``: the
+        bytes of ``frames`` if the caller counted them (else counted here,
+        once, if a peer gets the message).
         """
         match = self._table.match(subject)
         if not match:
@@ -320,8 +322,10 @@ class RoutedTransport(LinkService, Transport):
                         hops,
                     )
                     return _SENT
+                if size is None:
+                    size = frames_size(frames)
                 try:
-                    await only.send(subject, reply_to, queues, hops + 1, frames)
+                    await only.send(subject, reply_to, queues, hops + 1, frames, size)
                 except (LinkClosed, ValueError) as exc:
                     log.warning("%s: %s to peer %s lost: %s", self.id, subject, only.id, exc)
                     return [(only.id, str(exc))]
@@ -355,12 +359,15 @@ class RoutedTransport(LinkService, Transport):
         if forward and hops >= proto.MAX_HOPS:
             log.error("%s: dropping %s after %d hops: is the tree a cycle?", self.id, subject, hops)
             forward.clear()
-        for peer, queues in forward.items():
-            try:
-                await peer.send(subject, reply_to, queues, hops + 1, frames)
-            except (LinkClosed, ValueError) as exc:
-                log.warning("%s: %s to peer %s lost: %s", self.id, subject, peer.id, exc)
-                failed.append((peer.id, str(exc)))
+        if forward:
+            if size is None:
+                size = frames_size(frames)
+            for peer, queues in forward.items():
+                try:
+                    await peer.send(subject, reply_to, queues, hops + 1, frames, size)
+                except (LinkClosed, ValueError) as exc:
+                    log.warning("%s: %s to peer %s lost: %s", self.id, subject, peer.id, exc)
+                    failed.append((peer.id, str(exc)))
         for sub in local:
             if sub.active:
                 try:

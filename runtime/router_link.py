@@ -64,12 +64,22 @@ class Peer:
         return f"<Peer {self.id} links={len(self.links)}>"
 
     async def send(
-        self, subject: str, reply_to: str | None, queues: Sequence[str], hops: int, frames: Any
+        self,
+        subject: str,
+        reply_to: str | None,
+        queues: Sequence[str],
+        hops: int,
+        frames: Any,
+        size: int,
     ) -> None:
-        """Send one MSG over the peer's first live link (so order per peer holds)."""
+        """Send one MSG over the peer's first live link (so order per peer holds).
+
+        ``size`` is the bytes of ``frames``, which the caller has counted.
+        """
         for state in self.links:
             if not state.link.closed:
-                await state.send_msg(proto.msg_header(subject, reply_to, queues, hops), frames)
+                header = proto.msg_header(subject, reply_to, queues, hops)
+                await state.send_msg(header, frames, len(header) + size)
                 return
         raise LinkClosed(f"no open link to peer {self.id}")
 
@@ -162,16 +172,16 @@ class LinkState:
                 waiter.set_result(None)
         self._credit_waiters.clear()
 
-    async def send_msg(self, header: bytes, frames: Sequence[Buffer]) -> None:
+    async def send_msg(self, header: bytes, frames: Sequence[Buffer], size: int) -> None:
         """Send a MSG, waiting for credit first and then for the link's buffer.
 
-        A message larger than the whole window is allowed once more than half of
-        the window is free, so nothing is too big to ever be sent. Not the whole
+        ``size`` is the bytes of the header and ``frames`` together. A message
+        larger than the whole window is allowed once more than half of the
+        window is free, so nothing is too big to ever be sent. Not the whole
         window: the receiver returns credit only once half a window is used up,
         so up to half of it may stay unreturned for as long as no other traffic
         comes, and a sender waiting for all of it would wait for ever.
         """
-        size = len(header) + _size(frames)
         window = self._peer_window_bytes
         while self._credit_msgs < 1 or (
             self._credit_bytes < size and (size <= window or self._credit_bytes * 2 <= window)
