@@ -45,8 +45,9 @@ and the error classes.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal, TypeVar
 
 from synaptic_mesh.runtime.errors import TransportClosed
@@ -64,6 +65,9 @@ NO_RESPONDERS: tuple[Frame, ...] = ()
 Delivery = Literal["at-most-once", "at-least-once"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+_log = logging.getLogger("synaptic_mesh.link")
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,10 @@ class Capabilities:
     native: frozenset[str] = field(default_factory=frozenset)
     by_reference: bool = False
     knows_interest: bool = False
+
+    def with_max_message(self, max_message: int) -> Capabilities:
+        """These capabilities for an instance configured with another ``max_message``."""
+        return self if max_message == self.max_message else replace(self, max_message=max_message)
 
 
 class Subscription(abc.ABC):
@@ -367,6 +375,56 @@ class Link(abc.ABC):
     @abc.abstractmethod
     async def wait_closed(self) -> None:
         """Return once the link is fully closed."""
+
+
+class LinkEnd(Link):
+    """How a link's end is kept: its label, whether and why it closed, the error to raise.
+
+    The three kinds of link (stream sockets, ZeroMQ, NNG) keep the same
+    state and report it the same way; each says in :meth:`_on_closed` whom
+    to wake when its link ends, and releases its own socket.
+    """
+
+    _label: str
+    _closed: bool
+    _reason: str | None
+    _error: LinkClosed | None
+
+    def _init_end(self, label: str) -> None:
+        self._label = label
+        self._closed = False
+        self._reason = None
+        self._error = None
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._reason
+
+    def _closed_error(self) -> LinkClosed:
+        """What a send or ``recv`` on the closed link raises."""
+        return self._error or LinkClosed(f"{self._label}: {self._reason or 'closed'}")
+
+    def _set_closed(self, reason: str, error: LinkClosed | None = None) -> None:
+        self._closed = True
+        self._reason = reason
+        self._error = error
+        self._on_closed()
+
+    def _on_closed(self) -> None:
+        """Wake whoever waits on the link (senders, a receiver); nothing by default."""
+
+    def _protocol_error(self, reason: str) -> None:
+        """Malformed input or a stuck peer: log it and close with a ``LinkProtocolError``."""
+        _log.error("%s closed: %s", self._label, reason)
+        self._set_closed(reason, LinkProtocolError(f"{self._label}: {reason}"))
 
 
 class LinkListener(abc.ABC):

@@ -63,7 +63,7 @@ from typing import Any
 import pynng
 from pynng import ffi, lib
 
-from synaptic_mesh.transports.base import Buffer, Link, LinkClosed, LinkProtocolError
+from synaptic_mesh.transports.base import Buffer, LinkClosed, LinkEnd, LinkProtocolError
 from synaptic_mesh.transports.framing import LinkLimits, encode_message
 
 log = logging.getLogger("synaptic_mesh.link")
@@ -185,18 +185,15 @@ def check(rv: int) -> None:
 # -- the link ------------------------------------------------------------------------------
 
 
-class NngLink(Link):
+class NngLink(LinkEnd):
     """One side of a link over a ``Pair1`` socket with its one pipe (see module docstring)."""
 
     def __init__(self, sock: pynng.Socket, pipe_id: int, limits: LinkLimits, label: str) -> None:
         self.limits = limits
         self._pipe_id = pipe_id
         self._sock = sock
-        self._label = label
+        self._init_end(label)
         self._loop = asyncio.get_running_loop()
-        self._closed = False
-        self._reason: str | None = None
-        self._error: LinkClosed | None = None
         self._pending: deque[tuple[Any, int]] = deque()  # nng_msg * not yet taken by NNG
         self._pending_bytes = 0
         self._writer: asyncio.Task[None] | None = None
@@ -217,18 +214,6 @@ class NngLink(Link):
             self._pipe_gone()
 
     # -- Link API ---------------------------------------------------------------------
-
-    @property
-    def label(self) -> str:
-        return self._label
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._reason
 
     @property
     def socket_closed(self) -> bool:
@@ -439,20 +424,13 @@ class NngLink(Link):
     def _fail(self, reason: str) -> None:
         """Malformed input or a stuck peer: log, abort, and make ``recv`` raise."""
         if self._error is None:
-            log.error("%s closed: %s", self._label, reason)
-            self._set_closed(reason, LinkProtocolError(f"{self._label}: {reason}"))
+            self._protocol_error(reason)
         while self._leftover:
             lib.nng_msg_free(self._leftover.popleft())
         self.abort(reason)
 
-    def _set_closed(self, reason: str, error: LinkClosed | None = None) -> None:
-        self._closed = True
-        self._reason = reason
-        self._error = error
+    def _on_closed(self) -> None:
         self._wake_senders()
-
-    def _closed_error(self) -> LinkClosed:
-        return self._error or LinkClosed(f"{self._label}: {self._reason or 'closed'}")
 
     def _wake_senders(self) -> None:
         for waiter in self._drain_waiters:

@@ -181,10 +181,9 @@ class ShmTransport(RoutedTransport):
         self.directory = config.directory
         self.shm = config.shm
         self.discover = config.discover and config.settings.role == "mesh"
-        if self.settings.max_message != DEFAULT_MAX_MESSAGE:
-            self.capabilities = dataclasses.replace(  # type: ignore[misc]
-                type(self).capabilities, max_message=self.settings.max_message
-            )
+        self.capabilities = type(self).capabilities.with_max_message(  # type: ignore[misc]
+            self.settings.max_message
+        )
         self._socket: Path | None = None
         self._socket_inode: int | None = None
         self._dialing: set[str] = set()

@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from synaptic_mesh.transports.base import Buffer, Link, LinkClosed, LinkProtocolError
+from synaptic_mesh.transports.base import Buffer, Link, LinkEnd
 from synaptic_mesh.transports.framing import PREAMBLE, LinkLimits, encode_message
 
 __all__ = ["PREAMBLE", "LinkLimits", "StreamLink", "StreamListener", "encode_message"]
@@ -61,7 +61,7 @@ CORK_BYTES = 64 * 1024
 many bytes and handed to the socket together (see ``StreamLink._write``)."""
 
 
-class StreamLink(Link, asyncio.BufferedProtocol):
+class StreamLink(LinkEnd, asyncio.BufferedProtocol):
     """One side of a framed stream connection (see module docstring)."""
 
     def __init__(
@@ -70,11 +70,8 @@ class StreamLink(Link, asyncio.BufferedProtocol):
         self.limits = limits
         self._on_connected = on_connected
         self._role = role  # "dialed" or "accepted", for logs
-        self._label = f"{role} link"
+        self._init_end(f"{role} link")
         self._transport: asyncio.Transport | None = None
-        self._closed = False
-        self._reason: str | None = None
-        self._error: LinkClosed | None = None
         self._done = asyncio.get_running_loop().create_future()
         self._messages: deque[list[Buffer]] = deque()
         self._recv_waiter: asyncio.Future[None] | None = None
@@ -101,18 +98,6 @@ class StreamLink(Link, asyncio.BufferedProtocol):
         self.bytes_received = 0
 
     # -- Link API ---------------------------------------------------------------
-
-    @property
-    def label(self) -> str:
-        return self._label
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._reason
 
     def write_buffer_size(self) -> int:
         """Bytes waiting in this process to be written to the socket."""
@@ -241,16 +226,7 @@ class StreamLink(Link, asyncio.BufferedProtocol):
     async def wait_closed(self) -> None:
         await asyncio.shield(self._done)
 
-    def _closed_error(self) -> LinkClosed:
-        return self._error or LinkClosed(f"{self._label}: {self._reason or 'closed'}")
-
-    def _set_closed(self, reason: str, error: LinkClosed | None = None) -> None:
-        self._closed = True
-        self._reason = reason
-        self._error = error
-        self._wake_all()
-
-    def _wake_all(self) -> None:
+    def _on_closed(self) -> None:
         if self._recv_waiter is not None and not self._recv_waiter.done():
             self._recv_waiter.set_result(None)
         for waiter in self._drain_waiters:
@@ -262,8 +238,7 @@ class StreamLink(Link, asyncio.BufferedProtocol):
         """Malformed input or a stuck peer: log, abort, and make ``recv`` raise."""
         if self._closed:
             return
-        log.error("%s closed: %s", self._label, reason)
-        self._set_closed(reason, LinkProtocolError(f"{self._label}: {reason}"))
+        self._protocol_error(reason)
         if self._transport is not None:
             self._transport.abort()
 
@@ -293,7 +268,7 @@ class StreamLink(Link, asyncio.BufferedProtocol):
             else:
                 self._set_closed("connection closed by the peer")
         self._transport = None
-        self._wake_all()
+        self._on_closed()
         if not self._done.done():
             self._done.set_result(None)
 

@@ -38,7 +38,6 @@ class default.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
@@ -136,10 +135,9 @@ class TcpTransport(RoutedTransport):
 
     def __init__(self, url: str = "tcp://127.0.0.1:0", **options: Any) -> None:
         super().__init__(url, parse_url(url, options), **options)
-        if self.settings.max_message != DEFAULT_MAX_MESSAGE:
-            self.capabilities = dataclasses.replace(  # type: ignore[misc]
-                type(self).capabilities, max_message=self.settings.max_message
-            )
+        self.capabilities = type(self).capabilities.with_max_message(  # type: ignore[misc]
+            self.settings.max_message
+        )
 
     def connector(self) -> LinkConnector:
         s = self.settings

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -88,10 +87,9 @@ class ZmqTransport(RoutedTransport):
 
     def __init__(self, url: str = "zmq://127.0.0.1:0", **options: Any) -> None:
         super().__init__(url, parse_url(url, options, scheme=self.scheme), **options)
-        if self.settings.max_message != DEFAULT_MAX_MESSAGE:
-            self.capabilities = dataclasses.replace(  # type: ignore[misc]
-                type(self).capabilities, max_message=self.settings.max_message
-            )
+        self.capabilities = type(self).capabilities.with_max_message(  # type: ignore[misc]
+            self.settings.max_message
+        )
         self.ctx: zmq.Context[Any] | None = None
 
     def link_limits(self) -> LinkLimits:

@@ -66,6 +66,7 @@ from synaptic_mesh.transports.base import (
     Link,
     LinkClosed,
     LinkConnector,
+    LinkEnd,
     LinkListener,
     LinkProtocolError,
 )
@@ -179,33 +180,18 @@ async def _send(link: _QueueLink, io: SocketIO, parts: list[Any]) -> None:
         raise LinkClosed(f"{link.label}: send failed: {exc}") from exc
 
 
-class _QueueLink(Link):
+class _QueueLink(LinkEnd):
     """The receive queue, control queue and closed state both kinds of ZeroMQ link share."""
 
     def __init__(self, label: str, limits: LinkLimits) -> None:
         self.limits = limits
-        self._label = label
-        self._closed = False
-        self._reason: str | None = None
-        self._error: LinkClosed | None = None
+        self._init_end(label)
         self._messages: deque[list[Buffer]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._done = asyncio.get_running_loop().create_future()
         self._control: deque[list[Any]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._receiver: Callable[[list[Buffer]], None] | None = None
-
-    @property
-    def label(self) -> str:
-        return self._label
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._reason
 
     def set_receiver(self, receiver: Callable[[list[Buffer]], None]) -> bool:
         """Hand each message to ``receiver`` from the socket's read callback (see ``Link``)."""
@@ -275,13 +261,7 @@ class _QueueLink(Link):
                 await _send(self, io, self._control[0])
                 self._control.popleft()
 
-    def _closed_error(self) -> LinkClosed:
-        return self._error or LinkClosed(f"{self._label}: {self._reason or 'closed'}")
-
-    def _set_closed(self, reason: str, error: LinkClosed | None = None) -> None:
-        self._closed = True
-        self._reason = reason
-        self._error = error
+    def _on_closed(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -292,8 +272,7 @@ class _QueueLink(Link):
         """Malformed input or a stuck peer: log, close, make ``recv`` raise."""
         if self._closed:
             return
-        log.error("%s closed: %s", self._label, reason)
-        self._set_closed(reason, LinkProtocolError(f"{self._label}: {reason}"))
+        self._protocol_error(reason)
         self._release()
 
     def _release(self) -> None:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import socket
 from collections import deque
@@ -147,10 +146,9 @@ class ZmqPubSubTransport(PubSubInterest, PubSubReceive, Transport):
     def __init__(self, url: str = "zmq+pubsub://127.0.0.1:0?proxy=1", **options: Any) -> None:
         super().__init__(url, **options)
         self.settings = parse_url(url, options)
-        if self.settings.max_message != DEFAULT_MAX_MESSAGE:
-            self.capabilities = dataclasses.replace(  # type: ignore[misc]
-                type(self).capabilities, max_message=self.settings.max_message
-            )
+        self.capabilities = type(self).capabilities.with_max_message(  # type: ignore[misc]
+            self.settings.max_message
+        )
         self.id = (
             self.settings.node_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         )
