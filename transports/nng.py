@@ -139,7 +139,7 @@ from urllib.parse import parse_qsl, unquote
 
 from synaptic_mesh.runtime import router_protocol as proto
 from synaptic_mesh.runtime.router import RoutedTransport
-from synaptic_mesh.runtime.router_link import Peer
+from synaptic_mesh.runtime.router_link import Peer, frames_size
 from synaptic_mesh.runtime.router_settings import RouterSettings
 from synaptic_mesh.transports import tcp
 from synaptic_mesh.transports.base import (
@@ -327,7 +327,7 @@ class _NngTransport(RoutedTransport):
         try:
             if peer is None:
                 raise LinkClosed(f"no link to peer {peer_id}")
-            await peer.send(subject, None, queues, 1, frames)
+            await peer.send(subject, None, queues, 1, frames, frames_size(frames))
         except (LinkClosed, ValueError) as exc:
             log.warning("%s: %s to peer %s lost: %s", self.id, subject, peer_id, exc)
 

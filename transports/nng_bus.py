@@ -54,14 +54,12 @@ from typing import TYPE_CHECKING, Any, Final
 import pynng
 
 from synaptic_mesh.runtime.envelope import PUBLISH
-from synaptic_mesh.runtime.errors import TransportClosed
 from synaptic_mesh.transports.base import Handler, Subscription, eager_as
 from synaptic_mesh.transports.nng_native import (
     NativePlumbing,
     NativeSocket,
+    SequenceGaps,
     pack,
-    remote_of,
-    unpack,
 )
 
 if TYPE_CHECKING:
@@ -85,7 +83,7 @@ class NngBus:
         self.transport = transport
         self.socket: NativeSocket | None = None
         self._seq = itertools.count(1)
-        self._last: dict[str, int] = {}  # sending node -> last sequence number seen
+        self._gaps = SequenceGaps(transport, "bus message(s)", "Bus0")
 
     async def start(self, plumbing: NativePlumbing) -> None:
         """Open the Bus0 socket and read it."""
@@ -104,7 +102,7 @@ class NngBus:
             on_pipe_up=self._pipe_up,
         )
         plumbing.add(self.socket, "bus")
-        plumbing.spawn(self._serve(plumbing))
+        plumbing.spawn(self.socket.serve("bus message", _bus_header, self._take))
 
     def _pipe_up(self, _pipe_id: int) -> None:
         socket = self.socket
@@ -133,10 +131,7 @@ class NngBus:
 
     async def _send(self, node: Node, subject: str, member: str, message: Any) -> None:
         t = self.transport
-        t._check_open()
-        socket = self.socket
-        if socket is None or socket.closed:
-            raise TransportClosed(f"transport {t.url}: the native bus is closed")
+        socket = t.native.usable(self.socket, "bus")
         targets = await t.native_targets(subject)
         if not targets:
             return  # no member anywhere: at-most-once, like a publish nobody wants
@@ -153,52 +148,33 @@ class NngBus:
 
     # -- receiving -----------------------------------------------------------------------
 
-    async def _serve(self, plumbing: NativePlumbing) -> None:
-        """Read the Bus0 socket: hellos name pipes, bus messages go to this node's members."""
+    async def _take(self, message: pynng.Message, header: list[Any], frames: list[bytes]) -> None:
+        """A hello names its pipe; a bus message goes to this node's members."""
         t = self.transport
-        assert self.socket is not None
-        socket = self.socket
-        while True:
-            try:
-                message = await socket.sock.arecv_msg()
-            except pynng.NNGException:
-                return  # closed
-            data = message.bytes
-            try:
-                header, frames = unpack(data, plumbing.limits)
-                kind = header[0]
-                if kind == HELLO and len(header) == 2 and isinstance(header[1], str):
-                    if message.pipe is not None:
-                        socket.reached(message.pipe.id, header[1])
-                    continue
-                _, subject, sender, seq = header
-                if not (
-                    kind == BUS
-                    and isinstance(subject, str)
-                    and subject.startswith(BUS_PREFIX + ".")
-                    and isinstance(sender, str)
-                    and type(seq) is int
-                ):
-                    raise ValueError(f"not a bus message (header {header!r:.60})")
-            except (ValueError, TypeError, IndexError) as exc:
-                plumbing.bad_input(remote_of(message), f"bus message: {exc}", data)
-                continue
-            t.stats.received += 1
-            self._count_gap(sender, seq)
-            try:
-                await t.deliver_here(subject, frames, None, [])
-            except Exception:
-                log.exception("%s: delivering bus message on %s failed", t.id, subject)
+        if header[0] == HELLO:
+            if message.pipe is not None and self.socket is not None:
+                self.socket.reached(message.pipe.id, header[1])
+            return
+        _, subject, sender, seq = header
+        t.stats.received += 1
+        self._gaps.saw(sender, seq)
+        await t.native.deliver("bus message", subject, frames, None, [])
 
-    def _count_gap(self, sender: str, seq: int) -> None:
-        last = self._last.get(sender)
-        self._last[sender] = seq
-        if last is not None and seq > last + 1:
-            lost = seq - last - 1
-            self.transport.stats.gaps += lost
-            log.warning(
-                "%s: %d bus message(s) from node %s lost (a full Bus0 queue dropped them)",
-                self.transport.id,
-                lost,
-                sender,
-            )
+
+def _bus_header(header: Any) -> list[Any]:
+    """``header`` if it is a hello ``[HELLO, node id]`` or a bus message ``[BUS, subject,
+    sender, seq]``; ``ValueError`` for anything else."""
+    if not isinstance(header, list) or not header:
+        raise ValueError(f"not a bus message (header {header!r:.60})")
+    if header[0] == HELLO and len(header) == 2 and isinstance(header[1], str):
+        return header
+    kind, subject, sender, seq = header
+    if not (
+        kind == BUS
+        and isinstance(subject, str)
+        and subject.startswith(BUS_PREFIX + ".")
+        and isinstance(sender, str)
+        and type(seq) is int
+    ):
+        raise ValueError(f"not a bus message (header {header!r:.60})")
+    return header

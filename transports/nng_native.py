@@ -28,6 +28,12 @@ they share is here:
   but the later of the two subscribers always gets through, and its answer
   completes the exchange. A peer going down closes the dialers to it.
 
+Receiving is the same for every lowering: :meth:`NativeSocket.serve` reads a
+socket, :meth:`NativePlumbing.checked` unpacks each message and checks its
+header with the lowering's own check, and :meth:`NativePlumbing.deliver`
+hands it to this node's subscriptions. :class:`SequenceGaps` counts what a
+protocol that drops at a full queue (Bus0, Pub0) lost.
+
 Bad input: an endpoint table or a native message that does not parse is
 logged at ERROR and reported through the transport's ``on_bad_frame`` hooks
 (the node dead-letters it); the socket goes on.
@@ -45,9 +51,9 @@ import contextlib
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import unquote
 
 import msgpack
@@ -81,6 +87,11 @@ READY_WAIT: Final = 2.0
 CLOSE_WAIT: Final = 1.0
 """Seconds ``close`` lets native deliveries in progress finish."""
 _U32 = struct.Struct(">I")
+_WRONG_SHAPE: Final = (ValueError, TypeError, LookupError)
+"""What a header check raises for a header of the wrong shape (bad unpacking, index or key)."""
+
+Checked = TypeVar("Checked")
+"""What a lowering's header check makes of a valid header."""
 
 
 def split_native(url: str, options: dict[str, Any]) -> tuple[str, frozenset[str]]:
@@ -161,6 +172,23 @@ def remote_of(message: pynng.Message) -> str:
         return "unknown NNG peer"
 
 
+def is_queue_list(value: Any) -> bool:
+    """Whether ``value`` is a header's list of queue group names."""
+    return isinstance(value, list) and all(isinstance(q, str) for q in value)
+
+
+def queues_of(targets: dict[Any, Any], node_id: str) -> list[str] | None:
+    """The queue groups a header's ``{node: [queues]}`` assigns to ``node_id``.
+
+    ``None`` when the header names other nodes only; ``ValueError`` for a
+    malformed list.
+    """
+    queues = targets.get(node_id)
+    if queues is not None and not is_queue_list(queues):
+        raise ValueError(f"bad queue list {queues!r:.40}")
+    return queues
+
+
 @dataclass
 class NativeStats:
     """Counters of the native lowerings of one transport (``transport.stats``).
@@ -177,6 +205,40 @@ class NativeStats:
     gaps: int = 0
     fallbacks: int = 0
     bad_frames: int = 0
+
+
+class SequenceGaps:
+    """Counts, per sending node, the messages a jump in its sequence numbers shows lost.
+
+    Exists for the lowerings whose protocol drops a message silently at a full
+    pipe queue (Bus0, Pub0): each of their messages carries the sending node's
+    next sequence number, so each loss that a later message reveals is counted
+    in ``stats.gaps`` and logged at WARNING as ``what`` lost at a full
+    ``protocol`` queue. Losses at the very end of a sender's stream are not
+    detectable.
+    """
+
+    def __init__(self, transport: _NngTransport, what: str, protocol: str) -> None:
+        self.transport = transport
+        self.what = what
+        self.protocol = protocol
+        self._last: dict[str, int] = {}  # sending node -> last sequence number seen
+
+    def saw(self, sender: str, seq: int) -> None:
+        """Note message ``seq`` of ``sender``; count the ones skipped since its last."""
+        last = self._last.get(sender)
+        self._last[sender] = seq
+        if last is not None and seq > last + 1:
+            lost = seq - last - 1
+            self.transport.stats.gaps += lost
+            log.warning(
+                "%s: %d %s from node %s lost (a full %s queue dropped them)",
+                self.transport.id,
+                lost,
+                self.what,
+                sender,
+                self.protocol,
+            )
 
 
 # -- one native socket -----------------------------------------------------------------
@@ -324,6 +386,43 @@ class NativeSocket:
         except pynng.NNGException as exc:
             raise TransportClosed(f"{what} not sent: {exc}") from None
         self.plumbing.transport.stats.sent += 1
+
+    # -- receiving --------------------------------------------------------------------
+
+    async def serve(
+        self,
+        what: str,
+        check: Callable[[Any], Checked],
+        take: Callable[[pynng.Message, Checked, list[bytes]], Awaitable[None]],
+        *,
+        drain: bool = False,
+    ) -> None:
+        """Read the socket until it closes, handing each valid message to ``take``.
+
+        The one receive loop of the lowerings that read their socket message
+        by message: each message goes through :meth:`NativePlumbing.checked`
+        (refused input is reported as bad ``what`` and the loop goes on), then
+        ``take(message, check(header), frames)``. ``drain``: after each
+        message, what already waits in the socket is taken without blocking,
+        a hop through NNG's thread only when the queue is empty.
+        """
+        while True:
+            try:
+                message: pynng.Message | None = await self.sock.arecv_msg()
+            except pynng.NNGException:
+                return  # closed
+            while message is not None:
+                checked = self.plumbing.checked(message, what, check)
+                if checked is not None:
+                    await take(message, *checked)
+                message = self._waiting() if drain else None
+
+    def _waiting(self) -> pynng.Message | None:
+        """A message already queued in the socket; ``None`` when none waits or it closed."""
+        try:
+            return self.sock.recv_msg(block=False)
+        except pynng.NNGException:  # TryAgain, or closed: the next receive ends serve
+            return None
 
     def _never(self, peers: set[str]) -> bool:
         """Whether every one of ``peers`` told us it has no such endpoint (native is off there)."""
@@ -491,6 +590,59 @@ class NativePlumbing:
                 native.dial(peer, url)
         if answer:
             await self._announce(peer, answer=False)
+
+    def usable(self, native: NativeSocket | None, name: str) -> NativeSocket:
+        """``native``, for a send; ``TransportClosed`` when the transport or ``native`` is closed.
+
+        The error names the socket (``the native {name} is closed``).
+        """
+        t = self.transport
+        t._check_open()
+        if native is None or native.closed:
+            raise TransportClosed(f"transport {t.url}: the native {name} is closed")
+        return native
+
+    def checked(
+        self,
+        message: pynng.Message,
+        what: str,
+        check: Callable[[Any], Checked],
+        subject: str | None = None,
+    ) -> tuple[Checked, list[bytes]] | None:
+        """What ``check`` makes of a received message's header, and its frames; ``None``: refused.
+
+        Exists so every lowering refuses bad input alike: a message that does
+        not unpack, or whose header ``check`` rejects (by raising
+        ``ValueError``, or ``TypeError``/``LookupError`` for a header of the
+        wrong shape), is reported through :meth:`bad_input` as
+        ``"{what}: {reason}"``.
+        """
+        data = message.bytes
+        try:
+            header, frames = unpack(data, self.limits)
+            return check(header), frames
+        except _WRONG_SHAPE as exc:
+            self.bad_input(remote_of(message), f"{what}: {exc}", data, subject)
+            return None
+
+    async def deliver(
+        self,
+        what: str,
+        subject: str,
+        frames: list[bytes],
+        reply_to: str | None,
+        queues: list[str],
+    ) -> None:
+        """Deliver a received native message to this node's subscriptions (see ``deliver_here``).
+
+        Exists so that a delivery that fails is logged (``delivering {what} on
+        {subject} failed``) and never ends the receive loop that called it.
+        """
+        t = self.transport
+        try:
+            await t.deliver_here(subject, frames, reply_to, queues)
+        except Exception:
+            log.exception("%s: delivering %s on %s failed", t.id, what, subject)
 
     def bad_input(self, peer: str, reason: str, data: bytes, subject: str | None = None) -> None:
         """Log and report refused native input (the node dead-letters it)."""

@@ -24,11 +24,16 @@ end, so its traffic never queues behind the node's other messages:
    (:mod:`~synaptic_mesh.transports.nng_native`) with header ``["M"]``, or
    ``["C"]`` for the last one (the sender hung up or gave up). The end that
    reads ``C`` closes its socket; the sender keeps its own until it sees that
-   disconnect (or after :data:`LAST_GRACE`), never first: NNG discards what a
+   disconnect (or after :data:`~synaptic_mesh.transports.pair_lowering.LAST_GRACE`),
+   never first: NNG discards what a
    closing socket still queues, so closing first could lose the last message.
    Order is Pair1's FIFO; ``send`` waits while the queue (:data:`LINE_BUFFER`
    messages) is full and while the other end has not connected yet, at most
    :data:`CONNECT_WITHIN` seconds (then ``TransportClosed``).
+
+The handshake routing and the line tables are
+:class:`~synaptic_mesh.transports.pair_lowering.NativePairLowering`, shared
+with the ZeroMQ lowering; this module makes, reads and closes the sockets.
 
 A line whose socket is not (or no longer) up falls back to the generic
 subjects (``_lines.<peer>.<id>``, ``_line.<id>``), which the lowering keeps
@@ -39,8 +44,10 @@ in the instant its pipe dropped is lost with it, and the line then closes
 abnormally (at-most-once, like the rest). An answering socket nobody dials
 is closed once the caller's ``_line.<id>`` interest is gone (the line was
 refused, or the caller went away), at the latest after
-:data:`CONNECT_WITHIN` seconds; either end closes :data:`LAST_GRACE`
-seconds after its pipe drops without a last message (the other node died).
+:data:`CONNECT_WITHIN` seconds; either end closes
+:data:`~synaptic_mesh.transports.pair_lowering.LAST_GRACE` seconds after its
+pipe drops without a last message (the other node died), reading meanwhile
+what arrived before.
 
 Bad input: anyone may dial an answering socket before the caller does. A
 message that is not a line message is logged at ERROR and dead-lettered
@@ -55,26 +62,21 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import pynng
 
-from synaptic_mesh.runtime.envelope import SYSTEM, Envelope
 from synaptic_mesh.runtime.errors import TransportClosed
-from synaptic_mesh.transports.base import Handler, Subscription
+from synaptic_mesh.transports.base import Handler
 from synaptic_mesh.transports.nng_native import NativePlumbing, pack, remote_of, unpack
+from synaptic_mesh.transports.pair_lowering import LINE_PREFIX, LineEnd, NativePairLowering
 
 if TYPE_CHECKING:
-    from synaptic_mesh.runtime.node import Node
     from synaptic_mesh.transports.nng import _NngTransport
 
 log = logging.getLogger("synaptic_mesh.nng.pair")
 
-HOTLINE_PREFIX: Final = "_hotline"
-LINE_PREFIX: Final = "_line"
-LINES_PREFIX: Final = "_lines"
-"""The hotline subjects of :mod:`synaptic_mesh.patterns.line` (transports import no pattern)."""
 PAIR_HELLO: Final = b"SMNNGPAIR1"
 """Frame 0 of the handshake on ``_line.<id>``: frame 1 is the URL to dial."""
 PAIR_ENDPOINT: Final = "pair"
@@ -87,32 +89,25 @@ CONNECT_WITHIN: Final = 10.0
 """Seconds an answering socket waits for its caller, and a send for a pipe."""
 EXPIRY_CHECK: Final = 0.1
 """Seconds between an undialed answering end's checks that its caller still wants the line."""
-LAST_GRACE: Final = 0.5
-"""Seconds the end that sent a line's last message keeps its socket for the other end to
-close first (it does once it has read that message); also how long an end whose pipe
-dropped keeps reading what arrived before."""
 
 
-class NngLine:
-    """One end of a line's ``Pair1`` socket pair: sends, delivers to the line's handler, closes."""
+class NngLine(LineEnd):
+    """One end of a line's ``Pair1`` socket pair: sends, delivers to the line's handler, closes.
+
+    ``up`` means a pipe to the other end is (or was) connected; ``down``, that pipe dropped.
+    """
+
+    lowering: NngPair
 
     def __init__(self, lowering: NngPair, line: str, subject: str, deliver: Handler) -> None:
         plumbing = lowering.plumbing
         assert plumbing is not None
-        self.lowering = lowering
+        super().__init__(lowering, line, subject, deliver)
         self.plumbing = plumbing
-        self.line = line
-        self.subject = subject  # the subject incoming messages are delivered on
-        self.deliver = deliver
-        self.up = False  # a pipe to the other end is (or was) connected
-        self.down = False  # that pipe dropped
-        self.closed = False
-        self.finishing = False  # the last message is sent: waiting for the other end to close
+        self.down = False
         self.url = ""
         self._pipe: int | None = None
         self._gone: set[int] = set()  # pipes whose removal was reported before their arrival
-        self._loop = asyncio.get_running_loop()
-        self._timers: list[asyncio.Task[None]] = []
         self.sock = pynng.Pair1(
             send_buffer_size=LINE_BUFFER,
             recv_buffer_size=LINE_BUFFER,
@@ -140,7 +135,7 @@ class NngLine:
         else:
             self.url = f"ipc://{listen}.l{next(self.lowering._paths)}"
             self.sock.listen(self.url)
-        self._timers.append(self._loop.create_task(self._expire()))
+        self._start(self._expire())
         return self.url
 
     def dial(self, url: str) -> None:
@@ -170,8 +165,8 @@ class NngLine:
             self.close()
             raise TransportClosed(f"line {self.line}: send failed: {exc}") from None
         self.lowering.transport.stats.sent += 1
-        if last:
-            self._timers.append(self._loop.create_task(self._close_later()))
+        if last and not self.closed:  # the other end may have read it and hung up already
+            self._start(self._close_later())
 
     # -- receiving --------------------------------------------------------------------
 
@@ -234,11 +229,7 @@ class NngLine:
             self.close()  # the other end read the last message and closed first
         else:
             log.debug("line %s: Pair1 pipe to %s gone", self.line, self.url)
-            self._timers.append(self._loop.create_task(self._close_later()))
-
-    async def _close_later(self) -> None:
-        await asyncio.sleep(LAST_GRACE)
-        self.close()
+            self._start(self._close_later())  # what arrived before is read meanwhile
 
     async def _expire(self) -> None:
         """Close an answering end nobody dials: within ``CONNECT_WITHIN`` s, or as soon as the
@@ -253,62 +244,20 @@ class NngLine:
             log.debug("line %s: nobody dialed %s; closing it", self.line, self.url)
             self.close()
 
-    def close(self) -> None:
-        """Close the socket (its pending receive ends the reader); idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        current = asyncio.current_task()
-        for timer in self._timers:
-            if timer is not current:
-                timer.cancel()
+    def _close_socket(self) -> None:
+        """Close the socket (its pending receive ends the reader)."""
         self.sock.close()
-        self.lowering._drop(self)
 
 
-class _LineSubscription(Subscription):
-    """The caller's ``_line.<id>`` subscription; ending it closes the line's socket."""
-
-    def __init__(self, inner: Subscription, lowering: NngPair, line: str) -> None:
-        self._inner = inner
-        self._lowering = lowering
-        self._line = line
-        self.pattern = inner.pattern
-        self.queue = inner.queue
-
-    async def unsubscribe(self) -> None:
-        end = self._lowering.calling.get(self._line)
-        if end is not None and not end.finishing:
-            end.close()  # a finishing end closes by itself (the last message must get out)
-        await self._inner.unsubscribe()
-
-
-class _Serving(Subscription):
-    """The answering actor's ``_lines.<peer>.*`` subscription; ending it stops the handshakes."""
-
-    def __init__(self, inner: Subscription, lowering: NngPair, peer: str, handler: Handler) -> None:
-        self._inner = inner
-        self._lowering = lowering
-        self._peer = peer
-        self._handler = handler
-        self.pattern = inner.pattern
-        self.queue = inner.queue
-
-    async def unsubscribe(self) -> None:
-        if self._lowering.serving.get(self._peer) is self._handler:
-            del self._lowering.serving[self._peer]
-        await self._inner.unsubscribe()
-
-
-class NngPair:
+class NngPair(NativePairLowering[NngLine]):
     """The native PAIR lowering (``patterns.line.PairLowering``) of one NNG transport."""
 
+    hello = PAIR_HELLO
+    transport: _NngTransport
+
     def __init__(self, transport: _NngTransport) -> None:
-        self.transport = transport
+        super().__init__(transport)
         self.plumbing: NativePlumbing | None = None
-        self.calling: dict[str, NngLine] = {}  # line id -> the caller's end
-        self.answering: dict[str, NngLine] = {}  # line id -> the answering end
-        self.serving: dict[str, Handler] = {}  # actor -> its ``serve`` handler
         self._paths = itertools.count(1)
 
     async def start(self, plumbing: NativePlumbing) -> None:
@@ -316,41 +265,24 @@ class NngPair:
         self.plumbing = plumbing
         plumbing.endpoints[PAIR_ENDPOINT] = "per-line"
 
-    # -- PairLowering -------------------------------------------------------------------
-
-    async def listen(self, node: Node, peer: str, handler: Handler) -> Subscription:
-        subject = f"{HOTLINE_PREFIX}.{peer}"
-
-        async def on_request(subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
-            env = node.open_envelope(subject, frames)
-            if env is None:
-                return  # dead-lettered by the node
-            line = getattr(env.body, "line", None)
-            serve = self.serving.get(peer)
-            if isinstance(line, str) and serve is not None and line not in self.answering:
-                await self._answer(line, peer, serve)
-            await handler(subject, frames, reply_to)
-
-        return await node.transport.subscribe(subject, on_request, subject)
-
-    async def _answer(self, line: str, peer: str, serve: Handler) -> None:
-        """Open the answering socket of ``line`` and send the caller the handshake."""
-        t = self.transport
-        if not self._caller_is_native(line) or t.closing_native:
-            return
+    def _open_answering(
+        self, line: str, subject: str, serve: Handler
+    ) -> tuple[NngLine, str] | None:
+        """Listen for the caller of ``line`` if it can read a handshake; its URL is the address."""
+        if not self._caller_is_native(line) or self.transport.closing_native:
+            return None
         try:
-            end = NngLine(self, line, f"{LINES_PREFIX}.{peer}.{line}", serve)
+            end = NngLine(self, line, subject, serve)
         except pynng.NNGException as exc:
             log.warning("line %s: no Pair1 socket (%s); the line uses subjects", line, exc)
-            return
+            return None
         try:
             url = end.listen()
         except pynng.NNGException as exc:
             log.warning("line %s: cannot listen (%s); the line uses subjects", line, exc)
             end.close()
-            return
-        self.answering[line] = end
-        await t.publish(f"{LINE_PREFIX}.{line}", [PAIR_HELLO, url.encode()])
+            return None
+        return end, url
 
     def _caller_is_native(self, line: str) -> bool:
         """Whether the caller of ``line`` is on another node that can read a handshake."""
@@ -362,23 +294,9 @@ class NngPair:
         (caller,) = nodes
         return caller != t.id and PAIR_ENDPOINT in plumbing.peers.get(caller, {})
 
-    async def serve(self, node: Node, peer: str, handler: Handler) -> Subscription:
-        self.serving[peer] = handler
-        inner = await node.transport.subscribe(f"{LINES_PREFIX}.{peer}.*", handler)
-        return _Serving(inner, self, peer, handler)
-
-    async def attach(self, node: Node, line: str, handler: Handler) -> Subscription:
-        async def on_line(subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
-            if len(frames) == 2 and bytes(frames[0]) == PAIR_HELLO:
-                if line not in self.calling and not self.transport.closing_native:
-                    self._call(line, subject, bytes(frames[1]), handler)
-                return
-            await handler(subject, frames, reply_to)
-
-        inner = await node.transport.subscribe(f"{LINE_PREFIX}.{line}", on_line)
-        return _LineSubscription(inner, self, line)
-
-    def _call(self, line: str, subject: str, url: bytes, handler: Handler) -> None:
+    def _call(self, line: str, subject: str, address: bytes, handler: Handler) -> None:
+        if self.transport.closing_native:
+            return
         try:
             end = NngLine(self, line, subject, handler)
         except pynng.NNGException as exc:
@@ -386,7 +304,7 @@ class NngPair:
             return
         self.calling[line] = end
         try:
-            text = url.decode()
+            text = address.decode()
             if not text.startswith(("tcp://", "ipc://")):
                 raise ValueError(f"not an NNG URL: {text[:60]!r}")
             end.dial(text)
@@ -394,30 +312,10 @@ class NngPair:
             log.warning("line %s: bad Pair1 URL (%s); the line uses subjects", line, exc)
             end.close()
 
-    def send(self, node: Node, env: Envelope) -> Awaitable[None]:
-        subject = env.subject
-        line = subject.rpartition(".")[2]
-        ends = self.calling if subject.startswith(f"{LINES_PREFIX}.") else self.answering
-        end = ends.get(line)
-        if end is None or not end.usable:
-            if end is not None:
-                self.transport.stats.fallbacks += 1
-            return node.send_frames(subject, node.encode(env))  # not (or no longer) on Pair1
-        last = env.kind == SYSTEM and getattr(env.body, "op", None) == "close"
-        return end.send(node.encode(env), last)
+    def _hang_up(self, line: str) -> None:
+        end = self.calling.get(line)
+        if end is not None and not end.finishing:
+            end.close()  # a finishing end closes by itself (the last message must get out)
 
-    def _drop(self, end: NngLine) -> None:
-        for ends in (self.calling, self.answering):
-            if ends.get(end.line) is end:
-                del ends[end.line]
-
-    async def close(self) -> None:
-        """Close every line's socket, giving those that just sent their last message up to
-        ``LAST_GRACE`` seconds for the other end to read it and close first."""
-        ends = [*self.calling.values(), *self.answering.values()]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LAST_GRACE
-        while any(e.finishing and not e.closed for e in ends) and loop.time() < deadline:
-            await asyncio.sleep(0.005)
-        for end in ends:
-            end.close()
+    def _note_fallback(self, end: NngLine) -> None:
+        self.transport.stats.fallbacks += 1

@@ -50,9 +50,8 @@ from synaptic_mesh.transports.nng_native import (
     READY_WAIT,
     NativePlumbing,
     NativeSocket,
+    is_queue_list,
     pack,
-    remote_of,
-    unpack,
 )
 
 if TYPE_CHECKING:
@@ -83,7 +82,8 @@ class NngPipeline:
         pull = pynng.Pull0(recv_buffer_size=PIPE_BUFFER, recv_max_size=plumbing.recv_max)
         self.puller = NativeSocket(plumbing, pull, listen_as="pull")
         plumbing.add(self.puller, "pull")
-        plumbing.spawn(self._serve(plumbing))
+        # drain: items come in bursts, so a hop through NNG's thread only when the Pull0 is empty
+        plumbing.spawn(self.puller.serve("pipeline item", _item_header, self._take, drain=True))
 
     def _pusher(self, peer: str) -> NativeSocket | None:
         """The Push0 aimed at ``peer`` (opened on first use); ``None`` if it has no ``pull``."""
@@ -138,48 +138,19 @@ class NngPipeline:
 
     # -- receiving -----------------------------------------------------------------------
 
-    async def _serve(self, plumbing: NativePlumbing) -> None:
-        """Read the Pull0: each item goes to this node's member of its queue groups.
-
-        After each item, what already waits in the socket is taken without
-        blocking: a hop through NNG's thread only when the queue is empty.
-        """
-        assert self.puller is not None
-        sock = self.puller.sock
-        message: pynng.Message | None = None
-        while True:
-            try:
-                if message is None:
-                    message = await sock.arecv_msg()
-            except pynng.NNGException:
-                return  # closed
-            await self._take(plumbing, message)
-            try:
-                message = sock.recv_msg(block=False)
-            except pynng.TryAgain:
-                message = None
-            except pynng.NNGException:
-                return  # closed
-
-    async def _take(self, plumbing: NativePlumbing, message: pynng.Message) -> None:
-        """Check one received item and deliver it here (bad input is dead-lettered)."""
+    async def _take(
+        self, _message: pynng.Message, item: tuple[str, list[str]], frames: list[bytes]
+    ) -> None:
+        """An item goes to this node's member of each of its queue groups."""
         t = self.transport
-        data = message.bytes
-        try:
-            header, frames = unpack(data, plumbing.limits)
-            kind, subject, queues = header
-            if not (
-                kind == PIPE
-                and isinstance(subject, str)
-                and isinstance(queues, list)
-                and all(isinstance(q, str) for q in queues)
-            ):
-                raise ValueError(f"not a pipeline item (header {header!r:.60})")
-        except (ValueError, TypeError) as exc:
-            plumbing.bad_input(remote_of(message), f"pipeline item: {exc}", data)
-            return
+        subject, queues = item
         t.stats.received += 1
-        try:
-            await t.deliver_here(subject, frames, None, queues)
-        except Exception:
-            log.exception("%s: delivering pipeline item on %s failed", t.id, subject)
+        await t.native.deliver("pipeline item", subject, frames, None, queues)
+
+
+def _item_header(header: Any) -> tuple[str, list[str]]:
+    """``(subject, queues)`` of a pipeline item; ``ValueError`` for anything else."""
+    kind, subject, queues = header
+    if not (kind == PIPE and isinstance(subject, str) and is_queue_list(queues)):
+        raise ValueError(f"not a pipeline item (header {header!r:.60})")
+    return subject, queues

@@ -52,27 +52,23 @@ dead-lettered by the node's decoder.
 from __future__ import annotations
 
 import itertools
-import logging
 from typing import TYPE_CHECKING, Any, Final
 
 import pynng
 
 from synaptic_mesh.runtime.envelope import PUBLISH
-from synaptic_mesh.runtime.errors import TransportClosed
 from synaptic_mesh.transports.base import Handler, Subscription
 from synaptic_mesh.transports.nng_native import (
     NativePlumbing,
     NativeSocket,
+    SequenceGaps,
     pack,
-    remote_of,
-    unpack,
+    queues_of,
 )
 
 if TYPE_CHECKING:
     from synaptic_mesh.runtime.node import Node
     from synaptic_mesh.transports.nng import _NngTransport
-
-log = logging.getLogger("synaptic_mesh.nng.pubsub")
 
 PUB: Final = "P"
 PUB_BUFFER: Final = 1024
@@ -87,7 +83,7 @@ class NngPubSub:
         self.publisher: NativeSocket | None = None
         self.subscriber: NativeSocket | None = None
         self._seq = itertools.count(1)
-        self._last: dict[str, int] = {}  # publishing node -> last sequence number seen
+        self._gaps = SequenceGaps(transport, "native publish(es)", "Pub0")
 
     async def start(self, plumbing: NativePlumbing) -> None:
         """Open the two sockets and read the Sub0."""
@@ -100,16 +96,13 @@ class NngPubSub:
             plumbing, pynng.Pub0(send_buffer_size=PUB_BUFFER), dials="sub"
         )
         plumbing.add(self.publisher)
-        plumbing.spawn(self._serve(plumbing))
+        plumbing.spawn(self.subscriber.serve("native publish", self._publish_header, self._take))
 
     # -- PubSubLowering ------------------------------------------------------------------
 
     async def publish(self, node: Node, topic: str, message: Any, *, sender: str | None) -> None:
         t = self.transport
-        t._check_open()
-        publisher = self.publisher
-        if publisher is None or publisher.closed:
-            raise TransportClosed(f"transport {t.url}: the native publisher is closed")
+        publisher = t.native.usable(self.publisher, "publisher")
         targets = await t.native_targets(topic)
         if not targets:
             return  # nobody subscribes: dropped, as a publish nobody wants
@@ -133,54 +126,30 @@ class NngPubSub:
 
     # -- receiving -----------------------------------------------------------------------
 
-    async def _serve(self, plumbing: NativePlumbing) -> None:
-        """Read the Sub0: publishes naming this node go to its subscriptions."""
-        t = self.transport
-        assert self.subscriber is not None
-        sock = self.subscriber.sock
-        while True:
-            try:
-                message = await sock.arecv_msg()
-            except pynng.NNGException:
-                return  # closed
-            data = message.bytes
-            try:
-                header, frames = unpack(data, plumbing.limits)
-                kind, topic, targets, sender, seq = header
-                if not (
-                    kind == PUB
-                    and isinstance(topic, str)
-                    and isinstance(targets, dict)
-                    and isinstance(sender, str)
-                    and type(seq) is int
-                ):
-                    raise ValueError(f"not a native publish (header {header!r:.60})")
-                queues = targets.get(t.id)
-                if queues is not None and not (
-                    isinstance(queues, list) and all(isinstance(q, str) for q in queues)
-                ):
-                    raise ValueError(f"bad queue list {queues!r:.40}")
-            except (ValueError, TypeError) as exc:
-                plumbing.bad_input(remote_of(message), f"native publish: {exc}", data)
-                continue
-            self._count_gap(sender, seq)
-            if queues is None:
-                continue  # for other nodes only
-            t.stats.received += 1
-            try:
-                await t.deliver_here(topic, frames, None, queues)
-            except Exception:
-                log.exception("%s: delivering native publish on %s failed", t.id, topic)
+    def _publish_header(self, header: Any) -> tuple[str, str, int, list[str] | None]:
+        """``(topic, sender, seq, queues here)`` of a native publish; ``ValueError`` otherwise."""
+        kind, topic, targets, sender, seq = header
+        if not (
+            kind == PUB
+            and isinstance(topic, str)
+            and isinstance(targets, dict)
+            and isinstance(sender, str)
+            and type(seq) is int
+        ):
+            raise ValueError(f"not a native publish (header {header!r:.60})")
+        return topic, sender, seq, queues_of(targets, self.transport.id)
 
-    def _count_gap(self, sender: str, seq: int) -> None:
-        last = self._last.get(sender)
-        self._last[sender] = seq
-        if last is not None and seq > last + 1:
-            lost = seq - last - 1
-            self.transport.stats.gaps += lost
-            log.warning(
-                "%s: %d native publish(es) from node %s lost (a full Pub0 queue dropped them)",
-                self.transport.id,
-                lost,
-                sender,
-            )
+    async def _take(
+        self,
+        _message: pynng.Message,
+        publish: tuple[str, str, int, list[str] | None],
+        frames: list[bytes],
+    ) -> None:
+        """A publish naming this node goes to its subscriptions."""
+        t = self.transport
+        topic, sender, seq, queues = publish
+        self._gaps.saw(sender, seq)
+        if queues is None:
+            return  # for other nodes only
+        t.stats.received += 1
+        await t.native.deliver("native publish", topic, frames, None, queues)

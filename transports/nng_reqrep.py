@@ -73,6 +73,7 @@ from synaptic_mesh.transports.nng_native import (
     READY_WAIT,
     NativePlumbing,
     NativeSocket,
+    is_queue_list,
     pack,
     remote_of,
     unpack,
@@ -248,7 +249,11 @@ class NngReqRep:
     # -- the serving node ----------------------------------------------------------------
 
     async def _serve(self, plumbing: NativePlumbing) -> None:
-        """Take each request on a fresh Rep0 context and deliver it here."""
+        """Take each request on a fresh Rep0 context and deliver it here.
+
+        Not :meth:`NativeSocket.serve`: each request needs a context of its own,
+        which its reply goes back on.
+        """
         t = self.transport
         assert self.replier is not None
         sock = self.replier.sock
@@ -263,34 +268,32 @@ class NngReqRep:
                 with contextlib.suppress(pynng.NNGException):
                     ctx.close()
                 return  # closed
-            data = message.bytes
-            try:
-                header, frames = unpack(data, plumbing.limits)
-                kind, subject, reply_to, ttl, queues = header
-                if not (
-                    kind == REQ
-                    and isinstance(subject, str)
-                    and isinstance(reply_to, str)
-                    and reply_to.startswith(f"{REPLY_PREFIX}.{t.id}.")
-                    and isinstance(ttl, int | float)
-                    and isinstance(queues, list)
-                    and all(isinstance(q, str) for q in queues)
-                ):
-                    raise ValueError(f"not a native request (header {header!r:.60})")
-            except (ValueError, TypeError) as exc:
-                plumbing.bad_input(remote_of(message), f"native request: {exc}", data)
+            checked = plumbing.checked(message, "native request", self._request_header)
+            if checked is None:
                 with contextlib.suppress(pynng.NNGException):
-                    ctx.close()
+                    ctx.close()  # refused: that Req0 gets no answer
                 continue
+            (subject, reply_to, ttl, queues), frames = checked
             t.stats.received += 1
             if not t.serves_here(subject):
                 await self._answer(ctx, NORESP, [b""])
                 continue
             self._remember(reply_to, ctx, min(float(ttl), NO_TIMEOUT_TTL))
-            try:
-                await t.deliver_here(subject, frames, reply_to, queues)
-            except Exception:
-                log.exception("%s: delivering native request on %s failed", t.id, subject)
+            await plumbing.deliver("native request", subject, frames, reply_to, queues)
+
+    def _request_header(self, header: Any) -> tuple[str, str, float, list[str]]:
+        """``(subject, reply_to, ttl, queues)`` of a request to this node, or ``ValueError``."""
+        kind, subject, reply_to, ttl, queues = header
+        if not (
+            kind == REQ
+            and isinstance(subject, str)
+            and isinstance(reply_to, str)
+            and reply_to.startswith(f"{REPLY_PREFIX}.{self.transport.id}.")
+            and isinstance(ttl, int | float)
+            and is_queue_list(queues)
+        ):
+            raise ValueError(f"not a native request (header {header!r:.60})")
+        return subject, reply_to, ttl, queues
 
     def _remember(self, reply_to: str, ctx: pynng.Context, ttl: float) -> None:
         """Keep a request's context answerable for ``ttl`` s; forget (close) expired ones."""

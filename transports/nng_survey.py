@@ -67,8 +67,7 @@ from synaptic_mesh.transports.nng_native import (
     NativePlumbing,
     NativeSocket,
     pack,
-    remote_of,
-    unpack,
+    queues_of,
 )
 
 if TYPE_CHECKING:
@@ -110,7 +109,7 @@ class NngSurvey:
         )
         plumbing.add(self.surveyor)
         await t.subscribe(f"{VOTE_PREFIX}.{t.id}.*", self._on_vote)
-        plumbing.spawn(self._serve(plumbing))
+        plumbing.spawn(self.respondent.serve("survey question", self._question_header, self._take))
 
     # -- the surveyor --------------------------------------------------------------------
 
@@ -125,10 +124,7 @@ class NngSurvey:
         on_answer: Any,
     ) -> None:
         t = self.transport
-        t._check_open()
-        surveyor = self.surveyor
-        if surveyor is None or surveyor.closed:
-            raise TransportClosed(f"transport {t.url}: the native surveyor is closed")
+        surveyor = t.native.usable(self.surveyor, "surveyor")
         loop = asyncio.get_running_loop()
         ends_at = loop.time() + timeout
         targets = await t.native_targets(group)
@@ -192,16 +188,11 @@ class NngSurvey:
                     await recv
 
     def _answer_of(self, node: Node, group: str, message: pynng.Message) -> Envelope | None:
-        data = message.bytes
-        try:
-            header, frames = unpack(data, self.transport.native.limits)
-            if header != [VOTE]:
-                raise ValueError(f"not a vote (header {header!r:.40})")
-        except ValueError as exc:
-            self.transport.native.bad_input(remote_of(message), f"survey answer: {exc}", data)
+        checked = self.transport.native.checked(message, "survey answer", _vote_header)
+        if checked is None:
             return None
         self.transport.stats.received += 1
-        return node.open_envelope(group or "_nng.vote", frames)
+        return node.open_envelope(group or "_nng.vote", checked[1])
 
     async def _generic(
         self,
@@ -253,44 +244,33 @@ class NngSurvey:
     def answer(self, node: Node, vote: Envelope) -> Awaitable[None]:
         return node.send_frames(vote.subject, node.encode(vote))
 
-    async def _serve(self, plumbing: NativePlumbing) -> None:
-        """Read questions from the raw Respondent0 and deliver them here."""
+    def _question_header(self, header: Any) -> tuple[str, list[str] | None, float]:
+        """``(group, queues here, ttl)`` of a survey question; ``ValueError`` otherwise."""
+        kind, group, targets, ttl = header
+        if (
+            kind != QUESTION
+            or not isinstance(group, str)
+            or not isinstance(targets, dict)
+            or not isinstance(ttl, int | float)
+        ):
+            raise ValueError(f"not a survey question (header {header!r:.40})")
+        return group, queues_of(targets, self.transport.id), ttl
+
+    async def _take(
+        self,
+        message: pynng.Message,
+        question: tuple[str, list[str] | None, float],
+        frames: list[bytes],
+    ) -> None:
+        """A question asked of this node goes to its respondents, replying to a vote subject."""
         t = self.transport
-        assert self.respondent is not None
-        sock = self.respondent.sock
-        while True:
-            try:
-                message = await sock.arecv_msg()
-            except pynng.NNGException:
-                return  # closed
-            data = message.bytes
-            try:
-                header, frames = unpack(data, plumbing.limits)
-                kind, group, targets, ttl = header
-                if (
-                    kind != QUESTION
-                    or not isinstance(group, str)
-                    or not isinstance(targets, dict)
-                    or not isinstance(ttl, int | float)
-                ):
-                    raise ValueError(f"not a survey question (header {header!r:.40})")
-                queues = targets.get(t.id)
-                if queues is not None and not (
-                    isinstance(queues, list) and all(isinstance(q, str) for q in queues)
-                ):
-                    raise ValueError(f"bad queue list {queues!r:.40}")
-            except (ValueError, TypeError) as exc:
-                plumbing.bad_input(remote_of(message), f"survey question: {exc}", data)
-                continue
-            if queues is None:
-                continue  # asked of other nodes only
-            t.stats.received += 1
-            key = self._remember(_backtrace(message), min(float(ttl), 3600.0))
-            reply_to = f"{VOTE_PREFIX}.{t.id}.{key}"
-            try:
-                await t.deliver_here(group, frames, reply_to, queues)
-            except Exception:
-                log.exception("%s: delivering survey question on %s failed", t.id, group)
+        group, queues, ttl = question
+        if queues is None:
+            return  # asked of other nodes only
+        t.stats.received += 1
+        key = self._remember(_backtrace(message), min(float(ttl), 3600.0))
+        reply_to = f"{VOTE_PREFIX}.{t.id}.{key}"
+        await t.native.deliver("survey question", group, frames, reply_to, queues)
 
     def _remember(self, backtrace: bytes, ttl: float) -> int:
         """Keep a question's backtrace for ``ttl`` s (its survey time); returns its key."""
@@ -324,6 +304,12 @@ class NngSurvey:
             self.transport.stats.sent += 1
         except pynng.NNGException as exc:
             log.debug("%s: answer on %s not sent: %s", self.transport.id, subject, exc)
+
+
+def _vote_header(header: Any) -> None:
+    """Nothing: a vote's header is ``[VOTE]``; ``ValueError`` for anything else."""
+    if header != [VOTE]:
+        raise ValueError(f"not a vote (header {header!r:.40})")
 
 
 def _backtrace(message: pynng.Message) -> bytes:

@@ -11,7 +11,6 @@ on working.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import shutil
@@ -47,6 +46,7 @@ from synaptic_mesh.transports.nng_connector import (
 )
 from synaptic_mesh.transports.nng_link import BIG_MESSAGE
 from synaptic_mesh.transports.nng_native import DEFAULT_NATIVE
+from tests.transports.nng_native_util import assert_no_descriptor_leak
 from tests.transports.peer_process import Done, Job
 from tests.transports.test_router import child_node
 from tests.transports.util import FAST, Collector, until
@@ -504,10 +504,6 @@ async def test_a_non_envelope_message_is_dead_lettered_and_the_link_stays(
 # -- closing releases every socket ---------------------------------------------------------------
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 @pytest.mark.parametrize("scheme", SCHEMES)
 async def test_open_close_cycles_leak_no_file_descriptor(scheme: str, no_leaks) -> None:
     async def cycle() -> None:
@@ -518,25 +514,7 @@ async def test_open_close_cycles_leak_no_file_descriptor(scheme: str, no_leaks) 
                 await b.publish("fd.x", [b"%d" % n])
             await until(lambda: len(got.got) == 50, what="traffic")
 
-    async def settled() -> int:
-        """The descriptor count once it stopped moving: NNG's reaper thread closes a closed
-        socket's pipes (their TCP or Unix sockets) a moment after ``nng_close`` returns."""
-        count, still = open_fds(), 0
-        while still < 10:
-            await asyncio.sleep(0.01)
-            now = open_fds()
-            count, still = now, (still + 1 if now == count else 0)
-        return count
-
-    await cycle()  # NNG's own threads and descriptors are made once per process
-    gc.collect()
-    gc.disable()  # pynng closes a socket it garbage-collects: that must not be what saves us
-    try:
-        before = await settled()
-        for _ in range(5):
-            await cycle()
-        after = await settled()
-    finally:
-        gc.enable()
-    assert after == before, "every NNG socket must be closed by transport.close()"
+    await assert_no_descriptor_leak(
+        cycle, cycles=5, what="every NNG socket must be closed by transport.close()"
+    )
     await no_leaks()

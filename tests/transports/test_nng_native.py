@@ -1,7 +1,8 @@
 """NNG native lowerings: survey on Surveyor0/raw Respondent0, bus on Bus0; the shared plumbing.
 
 The PAIR hotline, pub-sub, request-reply and pipeline lowerings have their own
-files (``test_nng_native_<pattern>.py``) that reuse ``two_nodes`` from here.
+files (``test_nng_native_<pattern>.py``); all of them share the helpers of
+:mod:`tests.transports.nng_native_util` (``two_nodes`` and the rest).
 
 Two real nodes in this process on real NNG sockets, so the tests can read
 each transport's native counters (``transport.stats``); the pattern
@@ -12,85 +13,30 @@ Bad input comes from a foreign pynng socket that dials a native endpoint.
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
-import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pynng
 import pytest
 
-from synaptic_mesh import AgentActor, Node, message, respond
+from synaptic_mesh import AgentActor, Node, respond
 from synaptic_mesh.patterns.bus import BUS_PREFIX
 from synaptic_mesh.patterns.survey import survey
-from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter
 from synaptic_mesh.transports.nng import NngIpcTransport, NngTcpTransport
 from synaptic_mesh.transports.nng_native import DEFAULT_NATIVE, pack, split_native, unpack
 from synaptic_mesh.transports.nng_survey import LATE_GRACE
 from tests.conformance.actors import Heard, Probe
 from tests.patterns.actors import Member, Question, Say, Voter
-from tests.transports.util import FAST, until
-
-SCHEMES = ("nng+tcp", "nng+ipc")
-
-
-SURVEY_BUS = "native=survey,bus,pair,pipeline"
-"""Survey and bus are opt-in (see ``DEFAULT_NATIVE``): these tests ask for them."""
-
-
-@asynccontextmanager
-async def two_nodes(
-    scheme: str, query: str = SURVEY_BUS, b_query: str | None = None
-) -> AsyncIterator[tuple[Node, Node]]:
-    """Node ``a`` listening, node ``b`` dialing it, with ``query`` options (``b_query`` for
-    ``b`` when given); returns once their native sockets reach each other."""
-    path = tempfile.mkdtemp(prefix="smesh-nnn-", dir="/tmp")
-    b_query = query if b_query is None else b_query
-    extra = f"&{b_query}" if b_query else ""
-    try:
-        if scheme == "nng+tcp":
-            first, second = f"nng+tcp://127.0.0.1:0?{query}", "nng+tcp://127.0.0.1:0?peers={}"
-        else:
-            first, second = (
-                f"nng+ipc://{path}/a.sock?{query}",
-                f"nng+ipc://{path}/b.sock?peers={{}}",
-            )
-        async with Node(first.rstrip("?"), name="a", transport_options=FAST) as a:
-            url = second.format(a.transport.address) + extra  # type: ignore[attr-defined]
-            async with Node(url, name="b", transport_options=FAST) as b:
-                await native_ready(a, b)
-                yield a, b
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-async def native_ready(a: Node, b: Node) -> None:
-    """Wait until each node's native sockets reach the other (the endpoint exchange is done)."""
-    for me, other in ((a, b), (b, a)):
-        for name, lowering in me.transport.lowerings.items():  # type: ignore[attr-defined]
-            if name not in other.transport.lowerings:  # type: ignore[attr-defined]
-                continue
-            socket = {"survey": "surveyor", "bus": "socket", "pub-sub": "publisher"}.get(name)
-            if socket is None:  # the others make their sockets per line or per request
-                await until(
-                    lambda m=me, p=other.transport.id: p in m.transport.native.peers,  # type: ignore[attr-defined]
-                    what="endpoint tables exchanged",
-                )
-                continue
-            socket = getattr(lowering, socket)
-            peers = [other.transport.id] + ([me.transport.id] if name == "survey" else [])  # type: ignore[attr-defined]
-            for peer in peers:
-                await until(lambda s=socket, p=peer: s.reaches(p), what=f"{name} reaches {peer}")
-
-
-@message(name="tests.nng_native.Chat")
-class Chat:
-    n: int
-    text: str = ""
+from tests.transports.nng_native_util import (
+    GARBAGE,
+    SCHEMES,
+    Chat,
+    assert_flood_losses_counted,
+    assert_garbage_dead_lettered,
+    assert_no_descriptor_leak,
+    settled,  # noqa: F401 (test_nng_native_pair imports it from here)
+    two_nodes,
+)
+from tests.transports.util import until
 
 
 class GuildVoter(AgentActor):
@@ -263,27 +209,24 @@ async def test_bus_losses_at_a_full_queue_are_counted_as_gaps() -> None:
     async with two_nodes("nng+tcp") as (a, b):
         lowering_a = a.transport.lowerings["bus"]  # type: ignore[attr-defined]
         lowering_b = b.transport.lowerings["bus"]  # type: ignore[attr-defined]
-        release = asyncio.Event()
-        got: list[int] = []
+        await assert_flood_losses_counted(
+            b,
+            lambda handler: lowering_b.join(b, "flood", "flood.b", handler),
+            lambda chat: lowering_a.send(a, "flood", "flood.a", chat),
+        )
 
-        async def stalls(subject: str, frames: Any, reply_to: str | None) -> None:
-            env = b.open_envelope(subject, frames)
-            got.append(env.body.n)  # type: ignore[union-attr]
-            await release.wait()  # the reader stops: NNG's queues fill, then Bus0 drops
 
-        await lowering_b.join(b, "flood", "flood.b", stalls)
-        total = 4000
-        for n in range(total):
-            await lowering_a.send(a, "flood", "flood.a", Chat(n, "x" * 4000))
-        release.set()
-        await until(lambda: b.transport.stats.received >= 1, what="some arrive")  # type: ignore[attr-defined]
-        await asyncio.sleep(0.5)  # the queues drain
-        await lowering_a.send(a, "flood", "flood.a", Chat(total))  # reveals a loss at the tail
-        await until(lambda: got and got[-1] == total, what="the last message")
-        gaps = b.transport.stats.gaps  # type: ignore[attr-defined]
-        assert gaps > 0, "the flood must overrun NNG's queues"
-        assert len(got) + gaps == total + 1, (len(got), gaps)
-        assert got == sorted(got)
+async def bus_message_arrives(a: Node, b: Node, bus: str) -> None:
+    """Member ``<bus>.b`` joins ``bus`` on ``b``; wait until a message ``<bus>.a`` sends from
+    ``a`` reaches it (and nothing else does)."""
+    heard: list[str] = []
+
+    async def keep(subject: str, frames: Any, reply_to: str | None) -> None:
+        heard.append(subject)
+
+    await b.transport.lowerings["bus"].join(b, bus, f"{bus}.b", keep)  # type: ignore[attr-defined]
+    await a.transport.lowerings["bus"].send(a, bus, f"{bus}.a", Chat(1))  # type: ignore[attr-defined]
+    await until(lambda: heard == [f"{BUS_PREFIX}.{bus}.{bus}.a"], what="bus message")
 
 
 # -- mixed deployments ----------------------------------------------------------------------
@@ -324,45 +267,30 @@ FOREIGN = {
 async def test_garbage_on_a_native_endpoint_is_dead_lettered(
     endpoint: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="synaptic_mesh")
     async with two_nodes("nng+tcp") as (a, b):
-        letters: list[DeadLetter] = []
-
-        async def record(letter: DeadLetter, subject: str) -> None:
-            letters.append(letter)
-
-        await b.subscribe(DEAD_LETTER_SUBJECT, record)
         kind, expected = FOREIGN[endpoint]
-        url = b.transport.native.endpoints[endpoint]  # type: ignore[attr-defined]
-        with kind(dial=url, send_timeout=2000) as foreign:
-            await asyncio.sleep(0.1)
-            await foreign.asend(b"GET / HTTP/1.1\r\n\r\n")
-            await until(lambda: letters, what="dead letter")
-        assert expected in letters[0].reason and "bad frame count" in letters[0].reason
-        assert letters[0].detail == b"GET / HTTP/1.1\r\n\r\n".hex()
-        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-        assert any("refused native input" in e and expected in e for e in errors), errors
+        letter = await assert_garbage_dead_lettered(b, endpoint, kind, expected, caplog)
+        assert letter.detail == GARBAGE.hex()
         assert b.transport.stats.bad_frames == 1  # type: ignore[attr-defined]
         await b.spawn(Voter, "council.b0", "red")  # the node goes on
         result = await survey(a, "council", Question("fine?"), timeout=0.5)
         assert result.respondents == ["council.b0"]
 
 
+async def test_a_bus_header_that_is_not_a_list_is_dead_lettered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A well-framed message whose header is a msgpack map: refused, and the bus goes on."""
+    async with two_nodes("nng+tcp") as (a, b):
+        garbage = pack({"kind": "B"}, [b"env"], b.transport.native.limits)  # type: ignore[attr-defined]
+        await assert_garbage_dead_lettered(
+            b, "bus", pynng.Bus0, "bus message", caplog, garbage=garbage, reason="not a bus"
+        )
+        await bus_message_arrives(a, b, "on")
+        assert b.transport.stats.received == 1  # type: ignore[attr-defined]
+
+
 # -- closing releases every socket ----------------------------------------------------------
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-async def settled() -> int:
-    """The descriptor count once it stopped moving (NNG's reaper closes pipes a bit later)."""
-    count, still = open_fds(), 0
-    while still < 10:
-        await asyncio.sleep(0.01)
-        now = open_fds()
-        count, still = now, (still + 1 if now == count else 0)
-    return count
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -371,24 +299,7 @@ async def test_native_sockets_leak_no_file_descriptor(scheme: str, no_leaks: Any
         async with two_nodes(scheme) as (a, b):
             await b.spawn(Voter, "council.b0", "red")
             assert len(await survey(a, "council", Question("?"), timeout=0.3)) == 1
-            heard: list[Any] = []
+            await bus_message_arrives(a, b, "fd")
 
-            async def keep(subject: str, frames: Any, reply_to: str | None) -> None:
-                heard.append(subject)
-
-            await b.transport.lowerings["bus"].join(b, "fd", "fd.b", keep)  # type: ignore[attr-defined]
-            await a.transport.lowerings["bus"].send(a, "fd", "fd.a", Chat(1))  # type: ignore[attr-defined]
-            await until(lambda: heard == [f"{BUS_PREFIX}.fd.fd.a"], what="bus message")
-
-    await cycle()  # NNG's own threads and descriptors are made once per process
-    gc.collect()
-    gc.disable()  # pynng closes a socket it garbage-collects: that must not be what saves us
-    try:
-        before = await settled()
-        for _ in range(3):
-            await cycle()
-        after = await settled()
-    finally:
-        gc.enable()
-    assert after == before, "every native NNG socket must be closed by transport.close()"
+    await assert_no_descriptor_leak(cycle)
     await no_leaks()

@@ -7,7 +7,6 @@ conformance suite runs hotlines with the peer in another process.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from typing import Any
@@ -15,42 +14,19 @@ from typing import Any
 import pynng
 import pytest
 
-from synaptic_mesh import AgentActor, RemoteError, message, on
-from synaptic_mesh.patterns.hotline import HotlineOpen
+from synaptic_mesh import AgentActor, RemoteError, on
 from synaptic_mesh.transports.nng_native import pack
 from synaptic_mesh.transports.nng_pair import PAIR_HELLO
 from tests.patterns.actors import LineEcho
+from tests.transports.pair_talkers import (
+    Talk,
+    Talked,
+    Talker,
+    busy_peer_scenario,
+    open_line_by_hand,
+)
 from tests.transports.test_nng_native import SCHEMES, settled, two_nodes
-from tests.transports.util import Collector, until
-
-
-@message(name="tests.nng_native_pair.Talk")
-class Talk:
-    peer: str
-    count: int
-    hold: float = 0.0
-
-
-@message(name="tests.nng_native_pair.Talked")
-class Talked:
-    replies: list[str]
-    on_pair: bool
-
-
-class Talker(AgentActor):
-    """Opens a line, sends ``count`` messages, reads the echoes; says whether Pair1 carried it."""
-
-    @on(Talk)
-    async def talk(self, msg: Talk) -> Talked:
-        async with self.hotline(msg.peer, heartbeat=0.2) as line:
-            lowering = self.node.transport.lowerings.get("pair")  # type: ignore[attr-defined]
-            end = lowering.calling.get(line.id) if lowering is not None else None
-            for n in range(msg.count):
-                await line.send(str(n))
-            replies = [await line.receive() for _ in range(msg.count)]
-            on_pair = end is not None and end.up and end.usable
-            await asyncio.sleep(msg.hold)
-        return Talked(replies, on_pair)
+from tests.transports.util import until
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -77,20 +53,7 @@ async def test_a_hotline_runs_on_its_own_pair1_sockets_and_they_close_with_it(
 
 async def test_a_busy_peer_refuses_and_the_refused_socket_is_released() -> None:
     async with two_nodes("nng+tcp") as (a, b):
-        await b.spawn(LineEcho, "core.gemini")
-        await a.spawn(Talker, "core.claude")
-        await a.spawn(Talker, "core.other")
-        lowering = b.transport.lowerings["pair"]  # type: ignore[attr-defined]
-        first = asyncio.ensure_future(a.ask("core.claude", Talk("core.gemini", 1, 0.6), timeout=10))
-        await until(lambda: any(e.up for e in lowering.answering.values()), what="line up")
-        holding = set(lowering.answering)
-        with pytest.raises(
-            RemoteError, match=r"HotlineBusy: core.gemini is on a hotline with core.claude"
-        ):
-            await a.ask("core.other", Talk("core.gemini", 1), timeout=10)
-        await until(lambda: set(lowering.answering) == holding, what="refused socket closed")
-        assert (await first).on_pair
-        await until(lambda: not lowering.answering, what="answering socket released")
+        await busy_peer_scenario(a, b)
 
 
 async def test_a_caller_on_the_generic_lowering_gets_no_handshake() -> None:
@@ -147,16 +110,8 @@ async def test_a_foreign_pair1_peer_is_dead_lettered_and_the_node_goes_on(
         foreigners: list[pynng.Pair1] = []
         try:
             for line_id, garbage in cases:
-                peer = f"core.gemini{line_id}"
-                await b.spawn(LineEcho, peer)
-                handshake = Collector()
-                await a.transport.subscribe(f"_line.{line_id}", handshake)
-                accepted = await a.ask(
-                    f"_hotline.{peer}", HotlineOpen(line_id, "raw.caller", 0.2), timeout=5
-                )
-                assert accepted.line == line_id
-                assert handshake.got and handshake.got[0][1][0] == PAIR_HELLO
-                foreign = pynng.Pair1(dial=handshake.got[0][1][1].decode(), send_timeout=2000)
+                url = await open_line_by_hand(a, b, line_id, PAIR_HELLO)
+                foreign = pynng.Pair1(dial=url, send_timeout=2000)
                 foreigners.append(foreign)
                 await foreign.asend(garbage)
 

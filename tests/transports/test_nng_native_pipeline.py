@@ -3,15 +3,12 @@
 A pipeline's gate and workers live on one node, so the items that cross
 nodes are a remote producer's: a ``Feeder`` on node ``a`` streams to the
 first stage of a pipeline on node ``b``, through ``a``'s Push0 to ``b``.
-Two real nodes in this process (``two_nodes`` of ``test_nng_native``) so the
+Two real nodes in this process (``two_nodes`` of ``nng_native_util``) so the
 tests can read the native counters.
 """
 
 from __future__ import annotations
 
-import asyncio
-import gc
-import logging
 from typing import Any
 
 import pynng
@@ -19,9 +16,14 @@ import pytest
 
 from synaptic_mesh import Feeder, Pipeline, Stage
 from synaptic_mesh.patterns.lowering import is_generic
-from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter
 from synaptic_mesh.transports.nng import NngTcpTransport
-from tests.transports.test_nng_native import SCHEMES, Chat, settled, two_nodes
+from tests.transports.nng_native_util import (
+    SCHEMES,
+    Chat,
+    assert_garbage_dead_lettered,
+    assert_no_descriptor_leak,
+    two_nodes,
+)
 from tests.transports.util import until
 
 PIPELINE = "native=survey,bus,pair,pipeline"
@@ -83,22 +85,8 @@ async def test_a_peer_without_a_push0_pipe_gets_items_on_the_generic_path() -> N
 async def test_garbage_on_the_pull_endpoint_is_dead_lettered(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="synaptic_mesh")
     async with two_nodes("nng+tcp", PIPELINE) as (a, b):
-        letters: list[DeadLetter] = []
-
-        async def record(letter: DeadLetter, subject: str) -> None:
-            letters.append(letter)
-
-        await b.subscribe(DEAD_LETTER_SUBJECT, record)
-        url = b.transport.native.endpoints["pull"]  # type: ignore[attr-defined]
-        with pynng.Push0(dial=url, send_timeout=2000) as foreign:
-            await asyncio.sleep(0.1)
-            await foreign.asend(b"GET / HTTP/1.1\r\n\r\n")
-            await until(lambda: letters, what="dead letter")
-        assert "pipeline item" in letters[0].reason and "bad frame count" in letters[0].reason
-        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-        assert any("refused native input" in e and "pipeline item" in e for e in errors), errors
+        await assert_garbage_dead_lettered(b, "pull", pynng.Push0, "pipeline item", caplog)
         done = await feed_remotely(a, b, keyed=True, count=10)  # the node goes on
         assert sorted(c.n for c in done) == list(range(10))
 
@@ -110,15 +98,5 @@ async def test_pipeline_sockets_leak_no_file_descriptor(scheme: str, no_leaks: A
             await feed_remotely(a, b, keyed=True, count=10)
             assert a.transport.stats.sent == 10  # type: ignore[attr-defined]
 
-    await cycle()
-    gc.collect()
-    gc.disable()  # pynng closes a socket it garbage-collects: that must not be what saves us
-    try:
-        before = await settled()
-        for _ in range(3):
-            await cycle()
-        after = await settled()
-    finally:
-        gc.enable()
-    assert after == before, "every native NNG socket must be closed by transport.close()"
+    await assert_no_descriptor_leak(cycle)
     await no_leaks()

@@ -1,6 +1,6 @@
 """NNG native pub-sub (opt-in, ``native=...,pub-sub``): Pub0 to every peer's Sub0.
 
-Two real nodes in this process (``two_nodes`` of ``test_nng_native``) so the
+Two real nodes in this process (``two_nodes`` of ``nng_native_util``) so the
 tests can read the native counters. What this lowering gives up (order
 between a native publish and the publisher's link traffic) is stated in
 :mod:`synaptic_mesh.transports.nng_pubsub`; these tests check what it keeps.
@@ -9,8 +9,6 @@ between a native publish and the publisher's link traffic) is stated in
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
 from typing import Any
 
 import pynng
@@ -18,10 +16,17 @@ import pytest
 
 from synaptic_mesh.patterns.lowering import is_generic
 from synaptic_mesh.patterns.pubsub import publish
-from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter
+from synaptic_mesh.transports.base import Handler
 from synaptic_mesh.transports.nng import NngTcpTransport
 from synaptic_mesh.transports.nng_native import DEFAULT_NATIVE
-from tests.transports.test_nng_native import SCHEMES, Chat, settled, two_nodes
+from tests.transports.nng_native_util import (
+    SCHEMES,
+    Chat,
+    assert_flood_losses_counted,
+    assert_garbage_dead_lettered,
+    assert_no_descriptor_leak,
+    two_nodes,
+)
 from tests.transports.util import until
 
 PUBSUB = "native=survey,bus,pair,pub-sub"
@@ -103,48 +108,21 @@ async def test_a_peer_without_a_pub0_pipe_gets_the_publish_on_the_generic_path()
 async def test_losses_at_a_full_queue_are_counted_as_gaps() -> None:
     """Pub0 drops silently at a full pipe queue: the sequence numbers count every loss."""
     async with two_nodes("nng+tcp", PUBSUB) as (a, b):
-        release = asyncio.Event()
-        got: list[int] = []
 
-        async def stalls(subject: str, frames: Any, reply_to: str | None) -> None:
-            env = b.open_envelope(subject, frames)
-            got.append(env.body.n)  # type: ignore[union-attr]
-            await release.wait()  # the reader stops: NNG's queues fill, then Pub0 drops
+        async def attach(handler: Handler) -> None:
+            await b.transport.subscribe("flood", handler)
+            await until(lambda: b.transport.id in a.transport.interested_nodes("flood"))  # type: ignore[attr-defined]
 
-        await b.transport.subscribe("flood", stalls)
-        await until(lambda: b.transport.id in a.transport.interested_nodes("flood"))  # type: ignore[attr-defined]
-        total = 4000
-        for n in range(total):
-            await publish(a, "flood", Chat(n, "x" * 4000))
-        release.set()
-        await asyncio.sleep(0.5)  # the queues drain
-        await publish(a, "flood", Chat(total))  # reveals a loss at the tail
-        await until(lambda: got and got[-1] == total, what="the last message")
-        gaps = b.transport.stats.gaps  # type: ignore[attr-defined]
-        assert gaps > 0, "the flood must overrun NNG's queues"
-        assert len(got) + gaps == total + 1, (len(got), gaps)
-        assert got == sorted(got)
+        await assert_flood_losses_counted(b, attach, lambda chat: publish(a, "flood", chat))
 
 
 async def test_garbage_on_the_sub_endpoint_is_dead_lettered(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="synaptic_mesh")
     async with two_nodes("nng+tcp", PUBSUB) as (a, b):
-        letters: list[DeadLetter] = []
-
-        async def record(letter: DeadLetter, subject: str) -> None:
-            letters.append(letter)
-
-        await b.subscribe(DEAD_LETTER_SUBJECT, record)
-        url = b.transport.native.endpoints["sub"]  # type: ignore[attr-defined]
-        with pynng.Pub0(dial=url) as foreign:
-            await asyncio.sleep(0.2)
-            foreign.send(b"GET / HTTP/1.1\r\n\r\n")
-            await until(lambda: letters, what="dead letter")
-        assert "native publish" in letters[0].reason and "bad frame count" in letters[0].reason
-        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-        assert any("refused native input" in e and "native publish" in e for e in errors), errors
+        await assert_garbage_dead_lettered(
+            b, "sub", pynng.Pub0, "native publish", caplog, settle=0.2
+        )
         heard: list[int] = []
 
         async def got(msg: Chat, subject: str) -> None:
@@ -170,15 +148,5 @@ async def test_pub_sub_sockets_leak_no_file_descriptor(scheme: str, no_leaks: An
             await publish(a, "fd.x", Chat(1))
             await until(lambda: heard == [1], what="native publish")
 
-    await cycle()
-    gc.collect()
-    gc.disable()  # pynng closes a socket it garbage-collects: that must not be what saves us
-    try:
-        before = await settled()
-        for _ in range(3):
-            await cycle()
-        after = await settled()
-    finally:
-        gc.enable()
-    assert after == before, "every native NNG socket must be closed by transport.close()"
+    await assert_no_descriptor_leak(cycle)
     await no_leaks()

@@ -1,6 +1,6 @@
 """NNG native request-reply (opt-in, ``native=...,request-reply``): Req0 per peer, Rep0 per node.
 
-Two real nodes in this process (``two_nodes`` of ``test_nng_native``) so the
+Two real nodes in this process (``two_nodes`` of ``nng_native_util``) so the
 tests can read the native counters. What the lowering gives up (order between
 an ask and the sender's earlier tells) is stated in
 :mod:`synaptic_mesh.transports.nng_reqrep`; these tests check what it keeps:
@@ -11,8 +11,6 @@ counted late replies, the generic path when a pipe is missing.
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
 from typing import Any
 
 import pynng
@@ -21,11 +19,16 @@ import pytest
 from synaptic_mesh import AgentActor, AskTimeout, NoResponders, RemoteError, message, on
 from synaptic_mesh.patterns.lowering import is_generic
 from synaptic_mesh.patterns.request_reply import ask
-from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter
 from synaptic_mesh.transports.nng import NngTcpTransport
 from synaptic_mesh.transports.nng_native import DEFAULT_NATIVE, pack, unpack
 from synaptic_mesh.transports.nng_reqrep import LATE_GRACE, NORESP, REQ
-from tests.transports.test_nng_native import SCHEMES, Chat, settled, two_nodes
+from tests.transports.nng_native_util import (
+    SCHEMES,
+    Chat,
+    assert_garbage_dead_lettered,
+    assert_no_descriptor_leak,
+    two_nodes,
+)
 from tests.transports.util import until
 
 REQREP = "native=survey,bus,pair,request-reply"
@@ -159,22 +162,8 @@ async def test_a_peer_without_a_req0_pipe_is_asked_on_the_generic_path() -> None
 async def test_garbage_on_the_rep_endpoint_is_dead_lettered(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="synaptic_mesh")
     async with two_nodes("nng+tcp", REQREP) as (a, b):
-        letters: list[DeadLetter] = []
-
-        async def record(letter: DeadLetter, subject: str) -> None:
-            letters.append(letter)
-
-        await b.subscribe(DEAD_LETTER_SUBJECT, record)
-        url = b.transport.native.endpoints["rep"]  # type: ignore[attr-defined]
-        with pynng.Req0(dial=url, send_timeout=2000) as foreign:
-            await asyncio.sleep(0.1)
-            await foreign.asend(b"GET / HTTP/1.1\r\n\r\n")
-            await until(lambda: letters, what="dead letter")
-        assert "native request" in letters[0].reason and "bad frame count" in letters[0].reason
-        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-        assert any("refused native input" in e and "native request" in e for e in errors), errors
+        await assert_garbage_dead_lettered(b, "rep", pynng.Req0, "native request", caplog)
         await b.spawn(Doubler, "math.double")  # the node goes on
         await until(lambda: b.transport.id in a.transport.interested_nodes("math.double"))  # type: ignore[attr-defined]
         assert (await ask(a, "math.double", Chat(3), timeout=5)).n == 6
@@ -190,15 +179,5 @@ async def test_request_reply_sockets_leak_no_file_descriptor(scheme: str, no_lea
             with pytest.raises(AskTimeout):  # a context still waiting when the node closes
                 await ask(a, "math.double", Chat(1, "slow"), timeout=0.05)
 
-    await cycle()
-    gc.collect()
-    gc.disable()  # pynng closes a socket it garbage-collects: that must not be what saves us
-    try:
-        before = await settled()
-        for _ in range(3):
-            await cycle()
-        after = await settled()
-    finally:
-        gc.enable()
-    assert after == before, "every native NNG socket must be closed by transport.close()"
+    await assert_no_descriptor_leak(cycle)
     await no_leaks()

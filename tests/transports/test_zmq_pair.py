@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
@@ -10,41 +9,12 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from synaptic_mesh import AgentActor, Node, RemoteError, message, on
-from synaptic_mesh.patterns.hotline import HotlineOpen
+from synaptic_mesh import Node
 from synaptic_mesh.runtime.transport_lookup import transport_class
 from synaptic_mesh.transports.zmq_pair import PAIR_HELLO, ZmqPairTransport
 from tests.patterns.actors import LineEcho
-from tests.transports.util import FAST, Collector, until
-
-
-@message(name="test_zmq_pair.Talk")
-class Talk:
-    peer: str
-    count: int
-    hold: float = 0.0
-
-
-@message(name="test_zmq_pair.Talked")
-class Talked:
-    replies: list[str]
-    on_pair: bool
-
-
-class Talker(AgentActor):
-    """Opens a line, sends ``count`` messages, reads the echoes; reports whether PAIR carried it."""
-
-    @on(Talk)
-    async def talk(self, msg: Talk) -> Talked:
-        async with self.hotline(msg.peer, heartbeat=0.2) as line:
-            lowering = self.node.transport.lowering  # type: ignore[attr-defined]
-            channel = lowering.calling.get(line.id)
-            for n in range(msg.count):
-                await line.send(str(n))
-            replies = [await line.receive() for _ in range(msg.count)]
-            on_pair = channel is not None and channel.up and not channel.closed
-            await asyncio.sleep(msg.hold)
-        return Talked(replies, on_pair)
+from tests.transports.pair_talkers import Talk, Talker, busy_peer_scenario, open_line_by_hand
+from tests.transports.util import FAST, until
 
 
 def test_entry_point_options_and_native_lowering() -> None:
@@ -93,20 +63,7 @@ async def test_a_hotline_runs_on_its_own_pair_sockets_and_they_close_with_it() -
 async def test_a_busy_peer_refuses_and_the_refused_socket_is_released() -> None:
     a, b = await pair_nodes()
     try:
-        await b.spawn(LineEcho, "core.gemini")
-        await a.spawn(Talker, "core.claude")
-        await a.spawn(Talker, "core.other")
-        lowering = b.transport.lowering  # type: ignore[attr-defined]
-        first = asyncio.ensure_future(a.ask("core.claude", Talk("core.gemini", 1, 0.6), timeout=10))
-        await until(lambda: any(c.up for c in lowering.answering.values()), what="line up")
-        holding = set(lowering.answering)
-        with pytest.raises(
-            RemoteError, match=r"HotlineBusy: core.gemini is on a hotline with core.claude"
-        ):
-            await a.ask("core.other", Talk("core.gemini", 1), timeout=10)
-        await until(lambda: set(lowering.answering) == holding, what="refused socket closed")
-        assert (await first).on_pair
-        await until(lambda: not lowering.answering, what="answering socket released")
+        await busy_peer_scenario(a, b)
     finally:
         await b.close()
         await a.close()
@@ -122,18 +79,10 @@ async def test_a_foreign_pair_peer_gets_dead_letters_and_the_node_goes_on(
     try:
         cases = (("feed01", [b"M", b"not an envelope"]), ("feed02", [b"??"]))
         for line_id, garbage in cases:
-            peer = f"core.gemini{line_id}"
-            await b.spawn(LineEcho, peer)
-            handshake = Collector()
-            await a.transport.subscribe(f"_line.{line_id}", handshake)
-            accepted = await a.ask(
-                f"_hotline.{peer}", HotlineOpen(line_id, "raw.caller", 0.2), timeout=5
-            )
-            assert accepted.line == line_id
-            assert handshake.got and handshake.got[0][1][0] == PAIR_HELLO
+            endpoint = await open_line_by_hand(a, b, line_id, PAIR_HELLO)
             raw = ctx.socket(zmq.PAIR)
             raws.append(raw)
-            raw.connect(handshake.got[0][1][1].decode())
+            raw.connect(endpoint)
             await raw.send_multipart(garbage)
 
         def letters() -> list[str]:
