@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -289,9 +290,10 @@ async def survey(
     votes: dict[str, Vote] = {}
     failures: dict[str, VoteFailure] = {}
     tally = {"duplicates": 0, "ignored": 0, "no_responders": False}
+    clock, needed, vote_kind = loop.time, math.inf if quorum is None else quorum, kinds.VOTE
 
     def on_answer(env: Envelope | None) -> bool:
-        now = loop.time()
+        now = clock()
         if now > deadline:  # the timer has not woken the surveyor yet: still late
             node.stats.late_replies += 1
             return True
@@ -299,7 +301,7 @@ async def survey(
             tally["no_responders"] = True
             return True
         who = env.sender
-        if env.kind != kinds.VOTE or who is None:
+        if env.kind != vote_kind or who is None:
             tally["ignored"] += 1
             return False
         if who in votes or who in failures:
@@ -310,7 +312,7 @@ async def survey(
             failures[who] = VoteFailure(who, body.error_type, body.message)
             return False
         votes[who] = tuple.__new__(Vote, (who, body, now - started))  # Vote(...), minus a call
-        return quorum is not None and len(votes) >= quorum
+        return len(votes) >= needed
 
     await _lowering(node).survey(
         node, group, question, sender=sender, timeout=timeout, on_answer=on_answer

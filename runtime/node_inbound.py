@@ -137,7 +137,8 @@ class NodeInbound:
             if not frames:
                 collector(None)
                 return
-            env = self._open(subject, frames)
+            first = frames[0]
+            env = first if type(first) is Envelope else self._open(subject, frames)
             if env is not None:
                 collector(env)
             return
