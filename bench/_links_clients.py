@@ -1,13 +1,14 @@
 """The near side of ``bench/links.py``: the far process, and a client per peer.
 
-:class:`Far` starts a ``bench._links_peer`` process; :class:`RawClient` is
-the floor's client (a hand-written asyncio ``Protocol``), :class:`MeshClient`
-a ``Node`` on the transport under test. Both clients offer the same three
-measurements so the bench drives them alike: ``rtt`` (sequential round trips,
-microseconds each), ``oneway`` (messages per second, counted by the far side)
-and ``bulk`` (seconds for one 100 MB transfer: an ask for a node; for the
-floor, one length-prefixed frame written from the array's buffer and the far
-side's 8-byte acknowledgement once it has all of it).
+:class:`Far` starts a ``bench._links_peer`` process (or another bench's far
+peer); :class:`RawClient` is the floor's client (a hand-written asyncio
+``Protocol``), :class:`MeshClient` a ``Node`` on the transport under test.
+Both clients offer the same three measurements so the bench drives them
+alike: ``rtt`` (sequential round trips, microseconds each), ``oneway``
+(messages per second, counted by the far side) and ``bulk`` (seconds for one
+100 MB transfer: an ask for a node; for the floor, one length-prefixed frame
+written from the array's buffer and the far side's 8-byte acknowledgement
+once it has all of it).
 """
 
 from __future__ import annotations
@@ -26,18 +27,28 @@ ASK_TIMEOUT = 10.0
 
 
 class Far:
-    """A ``bench._links_peer`` process; ``address`` is what it printed after READY."""
+    """A far bench process; ``address`` is what it printed after READY.
+
+    The far side of every two-process bench: ``bench._links_peer`` (a node,
+    or the raw asyncio floors) by default, or another ``module`` that speaks
+    the same start-up (``READY address`` on stdout, stop when stdin closes),
+    such as ``bench.zmq_peer`` and ``bench.nng_peer``.
+    """
 
     def __init__(self, process: asyncio.subprocess.Process, address: str) -> None:
         self.process = process
         self.address = address
 
     @classmethod
-    async def start(cls, *argv: str) -> Far:
+    async def start(cls, *argv: str, module: str = "synaptic_mesh.bench._links_peer") -> Far:
+        """Run ``python -m module *argv`` and wait (30 s at most) for its READY line.
+
+        Raises ``RuntimeError`` naming ``argv`` when the process says anything else.
+        """
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "synaptic_mesh.bench._links_peer",
+            module,
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from typing import Any
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -131,26 +130,3 @@ def render_table(
         + "|"
     )
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
-
-
-def write_json(path: str, bench: str, **figures: Any) -> None:
-    """Write a bench's figures to ``path`` as JSON, with when and where they were measured.
-
-    What ``synaptic-mesh bench`` (``bench/matrix.py``) reads back from each script.
-    """
-    import json
-    import os
-    import platform
-    import time
-
-    data = {
-        "bench": bench,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load_avg": list(os.getloadavg()),
-        **figures,
-    }
-    with open(path, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2, default=str)
-    print(f"\nwrote {path}")

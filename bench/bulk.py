@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -51,15 +50,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from synaptic_mesh.bench._links_clients import Far, MeshClient, RawClient
-from synaptic_mesh.bench._links_peer import BulkSink, Echo, Ping
-from synaptic_mesh.bench._stats import (
-    fmt_pct,
-    fmt_ratio,
-    median,
-    render_table,
+from synaptic_mesh.bench._cli import (
+    add_output_options,
+    fill_unset,
+    load_avg,
+    run_header,
+    scheme_list,
     write_json,
 )
+from synaptic_mesh.bench._links_clients import Far, MeshClient, RawClient
+from synaptic_mesh.bench._links_peer import BulkSink, Echo, Ping
+from synaptic_mesh.bench._stats import fmt_pct, fmt_ratio, median, render_table
 from synaptic_mesh.bench._urls import first_url, joining_url, needs_dir
 from synaptic_mesh.runtime.errors import NoResponders
 from synaptic_mesh.runtime.node import Node
@@ -357,17 +358,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help=f"rounds, each a cold path (default {ROUNDS})")
     parser.add_argument("--warm", type=int, help=f"warm transfers per round (default {WARM})")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 round, 1 warm")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    add_output_options(parser, strict_help="exit 1 when a goal is missed")
     args = parser.parse_args(argv)
-    args.transports = list(
-        dict.fromkeys(t.strip() for t in args.transports.split(",") if t.strip())
-    )
-    if not args.transports:
-        parser.error("--transports needs at least one scheme, e.g. tcp,shm")
-    if args.rounds is None:
-        args.rounds = 1 if args.quick else ROUNDS
-    args.warm = args.warm if args.warm is not None else (1 if args.quick else WARM)
+    args.transports = scheme_list(parser, args.transports, "tcp,shm")
+    fill_unset(args, full={"rounds": ROUNDS, "warm": WARM}, quick={"rounds": 1, "warm": 1})
     if args.rounds < 1 or args.warm < 0:
         parser.error("--rounds must be positive and --warm at least 0")
     return args
@@ -381,10 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("bulk: numpy is not installed, nothing to send (pip install numpy)")
         return 2
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"synaptic_mesh bulk bench: Python {platform.python_version()} on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load avg {load}; {BULK_BYTES:,} bytes per transfer, "
+        run_header("bulk", load_avg()) + f"; {BULK_BYTES:,} bytes per transfer, "
         f"{args.rounds} rounds of 1 cold + {args.warm} warm per path; "
         f"transports={','.join(args.transports)}",
         flush=True,

@@ -24,11 +24,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
-import json
 import math
-import os
-import platform
-import sys
 import threading
 import time
 from collections import deque
@@ -39,6 +35,8 @@ import pykka
 
 from synaptic_mesh.actors.actor import AgentActor
 from synaptic_mesh.actors.handlers import on
+from synaptic_mesh.bench import _cli
+from synaptic_mesh.bench._cli import LoopFactory
 from synaptic_mesh.bench._stats import (
     fmt_pct,
     fmt_rate,
@@ -65,8 +63,6 @@ AUTOGEN = "autogen_core"
 AUTOGEN_TELLS = 20_000
 """AutoGen-core handles about 10k tells/s here: a trial of 200k would take 20 s, so it gets
 at most this many (its rate is still messages per second, from a shorter burst)."""
-
-LoopFactory = Callable[[], asyncio.AbstractEventLoop] | None
 
 
 @message(name="bench.inproc.Ping")
@@ -597,14 +593,6 @@ def report(peers: list[Peer], targets: list[Target], loop_name: str) -> str:
     return f"{table}\n\n{ratios}"
 
 
-def _load() -> str:
-    """The 1/5/15-minute load average: a busy machine explains a wide spread."""
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m synaptic_mesh.bench.inproc",
@@ -624,42 +612,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--uvloop", action="store_true", help="run the asyncio-based peers on uvloop"
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    _cli.add_output_options(parser)
     args = parser.parse_args(argv)
-    quick = args.quick
-    if args.messages is None:
-        args.messages = 20_000 if quick else TELL_MESSAGES
-    if args.asks is None:
-        args.asks = 2_000 if quick else ASKS
-    if args.repeats is None:
-        args.repeats = 1 if quick else REPEATS
-    if min(args.messages, args.asks, args.repeats) < 1:
-        parser.error("--messages, --asks and --repeats must be positive")
+    _cli.fill_unset(
+        args,
+        full={"messages": TELL_MESSAGES, "asks": ASKS, "repeats": REPEATS},
+        quick={"messages": 20_000, "asks": 2_000, "repeats": 1},
+    )
+    _cli.require_positive(parser, args, "messages", "asks", "repeats")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; 0 when done (1 with ``--strict`` if a target was missed, 2 on bad setup)."""
     args = parse_args(argv)
-    factory: LoopFactory = None
-    loop_name = "asyncio"
-    if args.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            print("--uvloop needs uvloop: pip install 'synaptic-mesh[fast]'", file=sys.stderr)
-            return 2
-        factory, loop_name = uvloop.new_event_loop, "uvloop"
+    loop = _cli.loop_factory(args.uvloop)
+    if loop is None:
+        return 2
+    factory, loop_name = loop
 
     tells = [Ping(i) for i in range(args.messages)]
     asks = tells[: args.asks] if args.asks <= len(tells) else [Ping(i) for i in range(args.asks)]
     peers, autogen_absent = build_peers(factory)
-    load_before = _load()
+    load_before = _cli.load_avg()
     print(
-        f"synaptic_mesh in-process bench: Python {platform.python_version()} "
-        f"on {platform.machine()}, {os.cpu_count()} CPUs, loop={loop_name}, "
-        f"load avg {load_before}\n"
+        _cli.run_header("in-process", load_before, loop=f"loop={loop_name}") + "\n"
         f"tell: N={args.messages:,} Ping(int) built before the clock, one sender calling "
         f"tell_nowait and yielding every {CHUNK}; synaptic_mesh actor spawned with capacity=N+1 "
         f"(default 1000, block) so tell_nowait never meets a full mailbox\n"
@@ -681,12 +658,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         pykka.ActorRegistry.stop_all()
     targets = judge({p.name: p for p in peers})
-    load_after = _load()
+    load_after = _cli.load_avg()
     print(f"\nload avg before {load_before}, after {load_after}\n")
     print(report(peers, targets, loop_name))
     if args.json:
         write_json(args, peers, targets, loop_name, (load_before, load_after), autogen_absent)
-        print(f"\nwrote {args.json}")
     missed = any(t.verdict == "MISS" for t in targets)
     return 1 if args.strict and missed else 0
 
@@ -706,12 +682,7 @@ def write_json(
     """
     data = {
         "bench": "inproc",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "loop": loop_name,
-        "load_avg": {"before": load[0], "after": load[1]},
+        **_cli.measured_on({"before": load[0], "after": load[1]}, machine=True, loop=loop_name),
         "messages": args.messages,
         "asks": args.asks,
         "repeats": args.repeats,
@@ -759,9 +730,7 @@ def write_json(
             for t in targets
         ],
     }
-    with open(args.json, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2)
-        out.write("\n")
+    _cli.dump_json(args.json, data)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -45,6 +42,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from synaptic_mesh.bench._cli import (
+    add_output_options,
+    dump_json,
+    fill_unset,
+    load_avg,
+    measured_on,
+    require_positive,
+    run_header,
+)
 from synaptic_mesh.bench._links_clients import PAYLOAD, Far, MeshClient, RawClient
 from synaptic_mesh.bench._stats import (
     fmt_pct,
@@ -118,8 +124,7 @@ def add_small_options(parser: argparse.ArgumentParser, quick: str = "") -> None:
         action="store_true",
         help=f"smoke test: 1,000 asks, 10,000 one-way, 1 round{quick}",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    add_output_options(parser)
 
 
 def settle_small_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -127,8 +132,17 @@ def settle_small_options(parser: argparse.ArgumentParser, args: argparse.Namespa
     args.asks = args.asks or (1_000 if args.quick else ASKS)
     args.oneway = args.oneway or (10_000 if args.quick else ONEWAY)
     args.repeats = args.repeats or (1 if args.quick else REPEATS)
-    if min(args.asks, args.oneway, args.repeats) < 1:
-        parser.error("--asks, --oneway and --repeats must be positive")
+    require_positive(parser, args, "asks", "oneway", "repeats")
+
+
+def parse_small_args(argv: list[str] | None, *, prog: str, description: str) -> argparse.Namespace:
+    """The command line of a bench that measures small messages only (``zmq.py``, ``nng.py``):
+    the options of ``add_small_options``, parsed and settled."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_small_options(parser)
+    args = parser.parse_args(argv)
+    settle_small_options(parser, args)
+    return args
 
 
 async def small_messages(
@@ -160,6 +174,72 @@ async def small_messages(
     for name, result in results.items():
         result.p999_pooled, result.samples = pooled_percentile(rounds[name], 99.9)
     return results
+
+
+def against_floor(
+    small: dict[str, Small],
+    peer: str,
+    floor: str,
+    *,
+    rtt_most: float,
+    oneway_least: float,
+    rtt_name: str,
+    oneway_name: str,
+) -> list[Target]:
+    """The two small-message targets of ``peer`` against its ``floor``, under the names given.
+
+    Round trip p50 at most ``rtt_most`` times the floor's, one-way rate at
+    least ``oneway_least`` of the floor's, both as ratios of medians; every
+    two-process bench judges its transports this way, each with its own goals.
+    """
+    ratio = median(small[peer].p50) / median(small[floor].p50)
+    share = median(small[peer].oneway) / median(small[floor].oneway)
+    return [
+        Target(rtt_name, ratio, f"<= {rtt_most:g}x", ratio <= rtt_most, fmt_ratio(ratio)),
+        Target(oneway_name, share, f">= {oneway_least:.0%}", share >= oneway_least, fmt_pct(share)),
+    ]
+
+
+def small_table(
+    small: dict[str, Small],
+    labels: dict[str, str],
+    *,
+    pooled: bool = False,
+    lost: dict[str, int] | None = None,
+) -> str:
+    """The small-message table of a two-process bench, headed, a row per peer of ``labels``.
+
+    Round trip p50 and p99 (medians over rounds) with the p50's spread, the
+    one-way rate with its spread, and the rounds. ``pooled`` adds p99.9 over
+    every round's round trips; with ``lost`` the last column counts messages
+    lost (at-most-once pub-sub) instead of rounds.
+    """
+    headers = ["peer", "rr p50 us", "rr p99 us"]
+    if pooled:
+        headers.append("rr p99.9 us (pooled)")
+    headers += ["p50 spread", "one-way msg/s", "spread", "rounds" if lost is None else "lost"]
+    rows = []
+    for name, label in labels.items():
+        s = small[name]
+        row = [label, fmt_us(median(s.p50)), fmt_us(median(s.p99))]
+        if pooled:
+            row.append(fmt_us(s.p999_pooled if s.p999_pooled is not None else median(s.p999)))
+        row += [fmt_pct(spread(s.p50)), fmt_rate(median(s.oneway)), fmt_pct(spread(s.oneway))]
+        row.append(str(len(s.p50)) if lost is None else f"{lost.get(name, 0):,}")
+        rows.append(row)
+    right = [False] + [True] * (len(headers) - 1)
+    return f"Small messages: {PAYLOAD}-byte payload, two processes\n" + render_table(
+        headers, rows, right
+    )
+
+
+def targets_table(targets: list[Target]) -> str:
+    """The verdicts of a two-process bench, headed: each ratio, its goal, ok or MISS."""
+    return "Targets (ratios within this run)\n" + render_table(
+        ["comparison", "measured", "target", "verdict"],
+        [[t.name, t.text, t.goal, t.verdict] for t in targets],
+        [False, True, True, False],
+    )
 
 
 async def bulk_transfers(
@@ -247,25 +327,14 @@ def judge(small: dict[str, Small], bulk: dict[str, list[float]] | None) -> list[
             )
         )
     for name, floor in FLOOR.items():
-        ratio = median(small[name].p50) / median(small[floor].p50)
-        targets.append(
-            Target(
-                f"{name}:// ask p50 / {floor} echo p50",
-                ratio,
-                "<= 1.5x",
-                ratio <= 1.5,
-                fmt_ratio(ratio),
-            )
-        )
-        share = median(small[name].oneway) / median(small[floor].oneway)
-        targets.append(
-            Target(
-                f"{name}:// one-way / {floor} one-way",
-                share,
-                ">= 60%",
-                share >= 0.60,
-                fmt_pct(share),
-            )
+        targets += against_floor(
+            small,
+            name,
+            floor,
+            rtt_most=1.5,
+            oneway_least=0.60,
+            rtt_name=f"{name}:// ask p50 / {floor} echo p50",
+            oneway_name=f"{name}:// one-way / {floor} one-way",
         )
     return targets
 
@@ -303,54 +372,9 @@ def report(
                 [False, True, True, True, True, True],
             )
         )
-    rows = []
-    for name in SMALL:
-        s = small[name]
-        rows.append(
-            [
-                LABEL[name],
-                fmt_us(median(s.p50)),
-                fmt_us(median(s.p99)),
-                fmt_us(s.p999_pooled if s.p999_pooled is not None else median(s.p999)),
-                fmt_pct(spread(s.p50)),
-                fmt_rate(median(s.oneway)),
-                fmt_pct(spread(s.oneway)),
-                str(len(s.p50)),
-            ]
-        )
-    parts.append(
-        f"Small messages: {PAYLOAD}-byte payload, two processes\n"
-        + render_table(
-            [
-                "peer",
-                "rr p50 us",
-                "rr p99 us",
-                "rr p99.9 us (pooled)",
-                "p50 spread",
-                "one-way msg/s",
-                "spread",
-                "rounds",
-            ],
-            rows,
-            [False, True, True, True, True, True, True, True],
-        )
-    )
-    parts.append(
-        "Targets (ratios within this run)\n"
-        + render_table(
-            ["comparison", "measured", "target", "verdict"],
-            [[t.name, t.text, t.goal, t.verdict] for t in targets],
-            [False, True, True, False],
-        )
-    )
+    parts.append(small_table(small, LABEL, pooled=True))
+    parts.append(targets_table(targets))
     return "\n\n".join(parts)
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -365,8 +389,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     settle_small_options(parser, args)
-    if args.transfers is None:
-        args.transfers = 3 if args.quick else TRANSFERS
+    fill_unset(args, full={"transfers": TRANSFERS}, quick={"transfers": 3})
     if args.transfers < 0:
         parser.error("--transfers must be >= 0")
     return args
@@ -375,10 +398,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; 0 when done (1 with ``--strict`` if a target was missed)."""
     args = parse_args(argv)
-    load_before = _load()
+    load_before = load_avg()
     print(
-        f"synaptic_mesh link bench: Python {platform.python_version()} on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, loop=asyncio, load avg {load_before}\n"
+        run_header("link", load_before, loop="loop=asyncio") + "\n"
         f"small: {args.asks:,} sequential asks and {args.oneway:,} tells per round, "
         f"{args.repeats} rounds (+1 warm-up), peers interleaved; "
         f"bulk: 1 cold + {args.transfers} warm transfers per path",
@@ -386,16 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     small, bulk = asyncio.run(run(args))
     targets = judge(small, bulk)
-    load_after = _load()
+    load_after = load_avg()
     print(f"\nload avg before {load_before}, after {load_after}\n")
     print(report(small, bulk, targets))
     if args.json:
         data = {
             "bench": "links",
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_avg": {"before": load_before, "after": load_after},
+            **measured_on({"before": load_before, "after": load_after}),
             "args": vars(args),
             "payload_bytes": PAYLOAD,
             "labels": LABEL,
@@ -416,9 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                 for t in targets
             ],
         }
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2)
-        print(f"\nwrote {args.json}")
+        dump_json(args.json, data)
     return 1 if args.strict and any(not t.met for t in targets) else 0
 
 

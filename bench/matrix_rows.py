@@ -166,6 +166,34 @@ def figure(
     return row
 
 
+def failed(
+    section: str,
+    transport: str,
+    pattern: str,
+    peer: str,
+    metric: str,
+    failures: Sequence[str],
+    unit: str,
+    note: str | None = None,
+) -> Row:
+    """A row counting the runs of a figure that failed, judged MISS.
+
+    A failed trial or transfer is left out of its figure, so without this row
+    the figure would pass on the runs that happened to work.
+    """
+    return Row(
+        section,
+        transport,
+        pattern,
+        peer,
+        metric,
+        float(len(failures)),
+        unit,
+        verdict="MISS",
+        note=note,
+    )
+
+
 # -- bench.inproc ---------------------------------------------------------------------------------
 
 INPROC_GOALS = {
@@ -371,18 +399,10 @@ def from_bulk(data: dict[str, Any]) -> list[Row]:
                 )
             )
         if path.get("failures"):
+            failures = path["failures"]
+            note = "; ".join(failures)[:300]
             rows.append(
-                Row(
-                    "bulk",
-                    transport,
-                    "",
-                    peer,
-                    "failed transfers",
-                    float(len(path["failures"])),
-                    "rounds",
-                    verdict="MISS",
-                    note="; ".join(path["failures"])[:300],
-                )
+                failed("bulk", transport, "", peer, "failed transfers", failures, "rounds", note)
             )
     for name, floor_name, goal in (
         ("shm", "tcp", Goal(">=", 7.0)),
@@ -425,27 +445,16 @@ def from_patterns(data: dict[str, Any]) -> list[Row]:
     target = float(data.get("target", 0.2))
     goal = Goal(">=", 1 / (1 + target), overhead=True)
     rows: list[Row] = []
+    twin = "bare publish twin"
     for transport, table in data["transports"].items():
         for pattern, r in table.items():
-            twin = "bare publish twin"
+            where = ("patterns", transport, pattern, "synaptic_mesh")
             rows.append(
-                figure(
-                    "patterns",
-                    transport,
-                    pattern,
-                    "synaptic_mesh",
-                    "p50",
-                    r["p50_us"],
-                    "us",
-                    floor=(twin, r.get("bare_p50_us") or []),
-                )
+                figure(*where, "p50", r["p50_us"], "us", floor=(twin, r.get("bare_p50_us") or []))
             )
             rows.append(
                 figure(
-                    "patterns",
-                    transport,
-                    pattern,
-                    "synaptic_mesh",
+                    *where,
                     "p99",
                     r["p99_us"],
                     "us",
@@ -456,10 +465,7 @@ def from_patterns(data: dict[str, Any]) -> list[Row]:
             if r.get("p999_us"):
                 rows.append(
                     figure(
-                        "patterns",
-                        transport,
-                        pattern,
-                        "synaptic_mesh",
+                        *where,
                         "p99.9",
                         r["p999_us"],
                         "us",
@@ -472,10 +478,7 @@ def from_patterns(data: dict[str, Any]) -> list[Row]:
             judged = pattern != "its hook" and r.get("verdict") in ("PASS", "MISS")
             rows.append(
                 figure(
-                    "patterns",
-                    transport,
-                    pattern,
-                    "synaptic_mesh",
+                    *where,
                     "throughput",
                     r["ops_per_s"],
                     "ops/s",
@@ -485,18 +488,7 @@ def from_patterns(data: dict[str, Any]) -> list[Row]:
                 )
             )
             if r.get("failures"):
-                rows.append(
-                    Row(
-                        "patterns",
-                        transport,
-                        pattern,
-                        "synaptic_mesh",
-                        "failed trials",
-                        float(len(r["failures"])),
-                        "trials",
-                        verdict="MISS",
-                    )
-                )
+                rows.append(failed(*where, "failed trials", r["failures"], "trials"))
     return rows
 
 

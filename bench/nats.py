@@ -42,14 +42,8 @@ from typing import Any
 import nats
 
 from synaptic_mesh import AgentActor, Node, on
-from synaptic_mesh.bench._stats import (
-    fmt_rate,
-    fmt_us,
-    median,
-    percentile,
-    pooled_percentile,
-    write_json,
-)
+from synaptic_mesh.bench._cli import add_output_options, write_json
+from synaptic_mesh.bench._stats import fmt_rate, fmt_us, median, percentile, pooled_percentile
 from synaptic_mesh.transports.nats import NatsTransport
 from synaptic_mesh.transports.nats_js import NatsJsTransport
 
@@ -349,8 +343,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small counts, one round")
     parser.add_argument("--shared", action="store_true", help="use $SYNAPTIC_MESH_NATS_URL")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    add_output_options(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.trips, args.messages, args.js, args.repeats = 1000, 20_000, 1000, 1

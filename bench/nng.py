@@ -26,30 +26,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import shutil
 import sys
 import tempfile
 from typing import Any
 
-from synaptic_mesh.bench._links_clients import PAYLOAD, Far, MeshClient
-from synaptic_mesh.bench._stats import (
-    fmt_pct,
-    fmt_rate,
-    fmt_ratio,
-    fmt_us,
-    median,
-    render_table,
-    spread,
-    write_json,
-)
+from synaptic_mesh.bench._cli import load_avg, run_header, write_json
+from synaptic_mesh.bench._links_clients import Far, MeshClient
 from synaptic_mesh.bench.links import (
     Small,
     Target,
-    add_small_options,
-    settle_small_options,
+    against_floor,
+    parse_small_args,
     small_messages,
+    small_table,
+    targets_table,
 )
 from synaptic_mesh.bench.nng_peer import RawNngClient
 from synaptic_mesh.runtime.node import Node
@@ -66,22 +57,8 @@ LABEL = {
 }
 
 
-async def start_raw(mode: str, url: str) -> Far:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "synaptic_mesh.bench.nng_peer",
-        mode,
-        url,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().split()
-    if not line or line[0] != "READY":
-        process.kill()
-        raise RuntimeError(f"raw nng peer {url} did not start: {line}")
-    return Far(process, line[1])
+RAW_PEER = "synaptic_mesh.bench.nng_peer"
+"""The far process of the raw pynng floors (``Pair1`` driven by AIO or polled)."""
 
 
 async def measure(clients: dict[str, Any], args: argparse.Namespace) -> dict[str, Small]:
@@ -97,7 +74,7 @@ async def run(args: argparse.Namespace) -> dict[str, Small]:
             if name.startswith(("raw", "polled")):
                 mode = "aio" if name.startswith("raw") else "poll"
                 url = "tcp://127.0.0.1:0" if name.endswith("tcp") else f"ipc://{tmp}/{mode}.sock"
-                far = await start_raw(mode, url)
+                far = await Far.start(mode, url, module=RAW_PEER)
                 fars.append(far)
                 clients[name] = await RawNngClient.connect(far.address, mode)
                 continue
@@ -123,77 +100,43 @@ async def run(args: argparse.Namespace) -> dict[str, Small]:
 def judge(small: dict[str, Small]) -> list[Target]:
     targets = []
     for name, floor in FLOOR.items():
-        ratio = median(small[name].p50) / median(small[floor].p50)
-        targets.append(
-            Target(
-                f"{name} ask p50 / {floor} p50", ratio, "<= 1.3x", ratio <= 1.3, fmt_ratio(ratio)
-            )
-        )
-        share = median(small[name].oneway) / median(small[floor].oneway)
-        targets.append(
-            Target(
-                f"{name} one-way / {floor} one-way", share, ">= 70%", share >= 0.70, fmt_pct(share)
-            )
+        targets += against_floor(
+            small,
+            name,
+            floor,
+            rtt_most=1.3,
+            oneway_least=0.70,
+            rtt_name=f"{name} ask p50 / {floor} p50",
+            oneway_name=f"{name} one-way / {floor} one-way",
         )
     return targets
 
 
 def report(small: dict[str, Small], targets: list[Target]) -> str:
-    rows = []
-    for name in PEERS:
-        s = small[name]
-        rows.append(
-            [
-                LABEL[name],
-                fmt_us(median(s.p50)),
-                fmt_us(median(s.p99)),
-                fmt_pct(spread(s.p50)),
-                fmt_rate(median(s.oneway)),
-                fmt_pct(spread(s.oneway)),
-                str(len(s.p50)),
-            ]
-        )
-    table = render_table(
-        ["peer", "rr p50 us", "rr p99 us", "p50 spread", "one-way msg/s", "spread", "rounds"],
-        rows,
-        [False, True, True, True, True, True, True],
-    )
-    verdicts = render_table(
-        ["comparison", "measured", "target", "verdict"],
-        [[t.name, t.text, t.goal, t.verdict] for t in targets],
-        [False, True, True, False],
-    )
-    return (
-        f"Small messages: {PAYLOAD}-byte payload, two processes\n{table}\n\n"
-        f"Targets (ratios within this run)\n{verdicts}"
-    )
+    return f"{small_table(small, LABEL)}\n\n{targets_table(targets)}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    return parse_small_args(
+        argv,
         prog="python -m synaptic_mesh.bench.nng",
         description="nng+tcp:// and nng+ipc:// across two processes against raw pynng: "
         "64-byte round trips and one-way throughput.",
     )
-    add_small_options(parser)
-    args = parser.parse_args(argv)
-    settle_small_options(parser, args)
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; 0 when done (1 with ``--strict`` if a target was missed)."""
     args = parse_args(argv)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"synaptic_mesh NNG bench: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"load avg {load}; {args.asks:,} asks and {args.oneway:,} one-way per round, "
+        run_header("NNG", load_avg(), machine=False)
+        + f"; {args.asks:,} asks and {args.oneway:,} one-way per round, "
         f"{args.repeats} rounds (+1 warm-up), peers interleaved",
         flush=True,
     )
     small = asyncio.run(run(args))
     targets = judge(small)
-    print(f"\nload avg after {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print(f"\nload avg after {load_avg()}\n")
     print(report(small, targets))
     if args.json:
         figures = {name: vars(s) for name, s in small.items()}

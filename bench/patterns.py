@@ -71,10 +71,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import math
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -85,6 +82,15 @@ from typing import Any
 
 from synaptic_mesh.actors.actor import AgentActor
 from synaptic_mesh.actors.handlers import on, subscribe
+from synaptic_mesh.bench._cli import (
+    add_output_options,
+    dump_json,
+    load_avg,
+    measured_on,
+    require_positive,
+    run_header,
+    scheme_list,
+)
 from synaptic_mesh.bench._stats import (
     fmt_pct,
     fmt_rate,
@@ -663,13 +669,6 @@ def _range(ratios: list[float]) -> str:
     return f"{min(ratios) * 100:+.0f}..{max(ratios) * 100:+.0f}%"
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m synaptic_mesh.bench.patterns",
@@ -691,24 +690,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help=f"seconds one trial may take before it counts as failed (default {TRIAL_TIMEOUT:g})",
     )
-    parser.add_argument(
-        "--json",
-        metavar="PATH",
-        help="also write the results as JSON to PATH (rewritten after every round, so a run "
-        "stopped early leaves the rounds it finished)",
+    add_output_options(
+        parser,
+        json_help="also write the results as JSON to PATH (rewritten after every round, so a "
+        "run stopped early leaves the rounds it finished)",
     )
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     if args.trial_timeout <= 0:
         parser.error("--trial-timeout must be positive")
-    args.transports = list(
-        dict.fromkeys(t.strip() for t in args.transports.split(",") if t.strip())
-    )
-    if not args.transports:
-        parser.error("--transports needs at least one scheme, e.g. inproc,tcp,shm")
+    args.transports = scheme_list(parser, args.transports, "inproc,tcp,shm")
     args.repeats = args.repeats or (1 if args.quick else 5)
-    if args.repeats < 1:
-        parser.error("--repeats must be positive")
+    require_positive(parser, args, "repeats")
     return args
 
 
@@ -725,10 +717,9 @@ def main(argv: list[str] | None = None) -> int:
         "survey": 500 // scale,
         "hotline": 5_000 // scale,
     }
-    load_before = _load()
+    load_before = load_avg()
     print(
-        f"synaptic_mesh pattern bench: Python {platform.python_version()} on "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, asyncio loop, load avg {load_before}, "
+        run_header("pattern", load_before, loop="asyncio loop") + ", "
         f"transports={','.join(args.transports)}, two nodes in this process, "
         f"repeats={args.repeats}, sizes={sizes} (bursts are 5x the latency count)",
         flush=True,
@@ -750,8 +741,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {i + 1}/{args.repeats} {scheme}:", flush=True)
             run_round(scheme, rows[scheme], sizes, record=True, timeout=args.trial_timeout)
         if args.json:
-            write_json(args, rows, skipped, sizes, (load_before, _load()), rounds=i + 1)
-    load_after = _load()
+            write_json(
+                args, rows, skipped, sizes, (load_before, load_avg()), rounds=i + 1, quiet=True
+            )
+    load_after = load_avg()
     print(f"\nload avg before {load_before}, after {load_after}")
     for scheme in schemes:
         print()
@@ -760,7 +753,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{scheme}:// skipped: {reason}")
     if args.json:
         write_json(args, rows, skipped, sizes, (load_before, load_after), rounds=args.repeats)
-        print(f"\nwrote {args.json}")
     missed = any(row.verdict() == "MISS" for table in rows.values() for row in table)
     return 1 if args.strict and missed else 0
 
@@ -773,16 +765,17 @@ def write_json(
     load: tuple[str, str],
     *,
     rounds: int,
+    quiet: bool = False,
 ) -> None:
-    """Write the figures so far to ``args.json`` (atomically: a reader never sees half a file)."""
+    """Write the figures so far to ``args.json`` (atomically: a reader never sees half a file).
+
+    ``quiet`` for the rewrite after each round; the last write says where the file is.
+    """
     data = {
         "bench": "patterns",
         "rounds_done": rounds,
         "complete": rounds == args.repeats,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load_avg": {"before": load[0], "after": load[1]},
+        **measured_on({"before": load[0], "after": load[1]}),
         "args": vars(args),
         "sizes": {k.strip(): v for k, v in sizes.items()},
         "target": TARGET,
@@ -814,10 +807,7 @@ def write_json(
             for scheme, table in rows.items()
         },
     }
-    partial = f"{args.json}.partial"
-    with open(partial, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2)
-    os.replace(partial, args.json)
+    dump_json(args.json, data, quiet=quiet)
 
 
 if __name__ == "__main__":

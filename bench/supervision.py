@@ -34,18 +34,18 @@ import linecache
 import logging
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 import tracemalloc
 import types
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from synaptic_mesh.actors.actor import AgentActor
 from synaptic_mesh.actors.handlers import on
+from synaptic_mesh.bench import _cli
+from synaptic_mesh.bench._cli import LoopFactory
 from synaptic_mesh.bench._stats import (
     fmt_pct,
     fmt_rate,
@@ -75,8 +75,6 @@ SAMPLE = 2_000
 TARGET_RESTART_P50_US = 200.0
 TARGET_SPAWNS_PER_S = 100_000.0
 TARGET_BYTES_PER_ACTOR = 2048.0
-
-LoopFactory = Callable[[], asyncio.AbstractEventLoop] | None
 
 
 # -- the actors ---------------------------------------------------------------------
@@ -790,13 +788,6 @@ def report(verdicts: list[Verdict], memory: dict[str, Any], top: int) -> str:
     )
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m synaptic_mesh.bench.supervision",
@@ -813,44 +804,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke test: 1,000 restarts, 10,000 actors, 1 round"
     )
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    _cli.add_output_options(parser)
     parser.add_argument("--top", type=int, default=25, help="allocation sites to list (default 25)")
     parser.add_argument("--trial", choices=(*SPAWN_MODES, "memory"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    quick = args.quick
-    if args.restarts is None:
-        args.restarts = 1_000 if quick else RESTARTS
-    if args.actors is None:
-        args.actors = 10_000 if quick else ACTORS
-    if args.repeats is None:
-        args.repeats = 1 if quick else REPEATS
-    if min(args.restarts, args.actors, args.repeats) < 1:
-        parser.error("--restarts, --actors and --repeats must be positive")
+    _cli.fill_unset(
+        args,
+        full={"restarts": RESTARTS, "actors": ACTORS, "repeats": REPEATS},
+        quick={"restarts": 1_000, "actors": 10_000, "repeats": 1},
+    )
+    _cli.require_positive(parser, args, "restarts", "actors", "repeats")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; 0 when done (1 with ``--strict`` if a target was missed, 2 on bad setup)."""
     args = parse_args(argv)
-    factory: LoopFactory = None
-    loop_name = "asyncio"
-    if args.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            print("--uvloop needs uvloop: pip install 'synaptic-mesh[fast]'", file=sys.stderr)
-            return 2
-        factory, loop_name = uvloop.new_event_loop, "uvloop"
+    loop = _cli.loop_factory(args.uvloop)
+    if loop is None:
+        return 2
+    factory, loop_name = loop
     if args.trial is not None:
         print(json.dumps(run_trial_here(args.trial, args.actors, factory)), flush=True)
         os._exit(0)  # a close that overran its budget may have left actors behind
 
     quiet_runtime_logs()
-    load_before = _load()
+    load_before = _cli.load_avg()
     print(
-        f"synaptic_mesh supervision bench: Python {platform.python_version()} on "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, loop={loop_name}, load avg {load_before}\n"
+        _cli.run_header("supervision", load_before, loop=f"loop={loop_name}") + "\n"
         f"restart: {args.restarts:,} crashes of a one_for_one child (after {WARMUP_RESTARTS} "
         f"unrecorded), clock from tell_nowait(Crash()) to on_restart; runtime logs go to a "
         f"NullHandler\n"
@@ -872,12 +853,11 @@ def main(argv: list[str] | None = None) -> int:
     print("memory (tracemalloc):", flush=True)
     memory = run_trial_child("memory", args.actors, args.uvloop)
     verdicts = judge(rounds, memory)
-    load_after = _load()
+    load_after = _cli.load_avg()
     print(f"\nload avg before {load_before}, after {load_after}\n")
     print(report(verdicts, memory, args.top))
     if args.json:
         write_json(args, loop_name, rounds, memory, verdicts, (load_before, load_after))
-        print(f"\nwrote {args.json}")
     missed = any(v.verdict == "MISS" for v in verdicts)
     return 1 if args.strict and missed else 0
 
@@ -893,12 +873,7 @@ def write_json(
     """``--json``: settings, every round's figures, the memory breakdown and the verdicts."""
     data = {
         "bench": "supervision",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "loop": loop_name,
-        "load_avg": {"before": load[0], "after": load[1]},
+        **_cli.measured_on({"before": load[0], "after": load[1]}, machine=True, loop=loop_name),
         "restarts": args.restarts,
         "actors": args.actors,
         "repeats": args.repeats,
@@ -919,9 +894,7 @@ def write_json(
             for v in verdicts
         ],
     }
-    with open(args.json, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2, default=str)
-        out.write("\n")
+    _cli.dump_json(args.json, data)
 
 
 if __name__ == "__main__":

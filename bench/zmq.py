@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import sys
 import time
 from typing import Any
@@ -35,23 +33,17 @@ import zmq.asyncio
 
 from synaptic_mesh.actors.actor import AgentActor
 from synaptic_mesh.actors.handlers import on
+from synaptic_mesh.bench._cli import load_avg, run_header, write_json
 from synaptic_mesh.bench._links_clients import PAYLOAD, Far, MeshClient
 from synaptic_mesh.bench._links_peer import Ping, Report
-from synaptic_mesh.bench._stats import (
-    fmt_pct,
-    fmt_rate,
-    fmt_ratio,
-    fmt_us,
-    median,
-    render_table,
-    spread,
-    write_json,
-)
 from synaptic_mesh.bench.links import (
     Small,
-    add_small_options,
-    settle_small_options,
+    Target,
+    against_floor,
+    parse_small_args,
     small_messages,
+    small_table,
+    targets_table,
 )
 from synaptic_mesh.runtime.messages import message
 from synaptic_mesh.runtime.node import Node
@@ -73,6 +65,8 @@ LABEL = {
     "hotline": "zmq+pair:// hotline on PAIR (synaptic_mesh)",
 }
 COUNT_BYTES = 8
+FAR_PEER = "synaptic_mesh.bench.zmq_peer"
+"""The far process: raw pyzmq floors, or a node with ``mesh URL``."""
 
 
 class RawClient:
@@ -229,7 +223,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Small], dict[str, int
             "raw pubsub": ("pubsub",),
             "raw pair": ("pair",),
         }.items():
-            far = await _far(*argv)
+            far = await Far.start(*argv, module=FAR_PEER)
             fars.append(far)
             if name == "raw router":
                 clients[name] = RawDealer(ctx, far.address)
@@ -240,7 +234,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Small], dict[str, int
                 await clients[name].ready()
         for scheme in ("zmq", "zmq+pair", "zmq+pubsub"):
             url = f"{scheme}://127.0.0.1:0" + ("?proxy=1" if scheme == "zmq+pubsub" else "")
-            far = await _far("mesh", url)
+            far = await Far.start("mesh", url, module=FAR_PEER)
             fars.append(far)
             near = (
                 f"zmq+pubsub://{far.address}"
@@ -263,101 +257,53 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Small], dict[str, int
         ctx.destroy(linger=0)
 
 
-async def _far(*argv: str) -> Far:
-    """A ``bench.zmq_peer`` process (raw floors, or a node with ``mesh URL``)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "synaptic_mesh.bench.zmq_peer",
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().split()
-    if not line or line[0] != "READY":
-        process.kill()
-        raise RuntimeError(f"bench peer {argv} did not start: {line}")
-    return Far(process, line[1])
-
-
-def report(results: dict[str, Small], lost: dict[str, int]) -> tuple[str, list[bool]]:
-    rows = []
-    for name in PEERS:
-        f = results[name]
-        rows.append(
-            [
-                LABEL[name],
-                fmt_us(median(f.p50)),
-                fmt_us(median(f.p99)),
-                fmt_pct(spread(f.p50)),
-                fmt_rate(median(f.oneway)),
-                fmt_pct(spread(f.oneway)),
-                f"{lost.get(name, 0):,}",
-            ]
-        )
-    table = render_table(
-        ["peer", "rr p50 us", "rr p99 us", "p50 spread", "one-way msg/s", "spread", "lost"],
-        rows,
-        [False, True, True, True, True, True, True],
-    )
-    verdicts, met = [], []
+def judge(results: dict[str, Small]) -> list[Target]:
+    targets = []
     for name, floor in FLOOR.items():
-        ratio = median(results[name].p50) / median(results[floor].p50)
-        share = median(results[name].oneway) / median(results[floor].oneway)
-        met += [ratio <= 1.3, share >= 0.70]
         shown = "zmq+pair:// hotline" if name == "hotline" else f"{name}://"
-        verdicts.append(
-            [f"{shown} rr p50 / {floor}", fmt_ratio(ratio), "<= 1.3x", _ok(ratio <= 1.3)]
+        targets += against_floor(
+            results,
+            name,
+            floor,
+            rtt_most=1.3,
+            oneway_least=0.70,
+            rtt_name=f"{shown} rr p50 / {floor}",
+            oneway_name=f"{shown} one-way / {floor}",
         )
-        verdicts.append(
-            [f"{shown} one-way / {floor}", fmt_pct(share), ">= 70%", _ok(share >= 0.70)]
-        )
-    targets = render_table(
-        ["comparison", "measured", "target", "verdict"], verdicts, [False, True, True, False]
-    )
-    text = (
-        f"Small messages: {PAYLOAD}-byte payload, two processes\n{table}\n\n"
-        f"Targets (ratios within this run)\n{targets}"
-    )
-    return text, met
+    return targets
 
 
-def _ok(met: bool) -> str:
-    return "ok" if met else "MISS"
+def report(results: dict[str, Small], lost: dict[str, int], targets: list[Target]) -> str:
+    return f"{small_table(results, LABEL, lost=lost)}\n\n{targets_table(targets)}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    return parse_small_args(
+        argv,
         prog="python -m synaptic_mesh.bench.zmq",
         description="zmq://, zmq+pair:// and zmq+pubsub:// across two processes against "
         "raw pyzmq: 64-byte round trips and one-way throughput.",
     )
-    add_small_options(parser)
-    args = parser.parse_args(argv)
-    settle_small_options(parser, args)
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    pyzmq = f"pyzmq {zmq.__version__} (libzmq {zmq.zmq_version()})"
     print(
-        f"synaptic_mesh zmq bench: Python {platform.python_version()}, pyzmq {zmq.__version__} "
-        f"(libzmq {zmq.zmq_version()}), {os.cpu_count()} CPUs, load avg "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+        run_header("zmq", load_avg(), machine=False, library=pyzmq) + "\n"
         f"{args.asks:,} sequential round trips and {args.oneway:,} one-way messages per round, "
         f"{args.repeats} rounds (+1 warm-up), peers interleaved",
         flush=True,
     )
     results, lost = asyncio.run(run(args))
-    text, met = report(results, lost)
-    print("\n" + text)
+    targets = judge(results)
+    print("\n" + report(results, lost, targets))
     if args.json:
         small = {name: vars(figures) for name, figures in results.items()}
         write_json(
             args.json, "zmq", args=vars(args), labels=LABEL, floors=FLOOR, small=small, lost=lost
         )
-    return 1 if args.strict and not all(met) else 0
+    return 1 if args.strict and any(not t.met for t in targets) else 0
 
 
 if __name__ == "__main__":
