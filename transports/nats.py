@@ -48,7 +48,6 @@ from typing import Any, ClassVar
 
 import nats
 import nats.errors
-from nats.aio.client import Client as NatsClient
 
 from synaptic_mesh.runtime.errors import TransportClosed
 from synaptic_mesh.runtime.subjects import SubjectTable, validate_pattern, validate_subject
@@ -62,6 +61,7 @@ from synaptic_mesh.transports.base import (
 )
 from synaptic_mesh.transports.nats_frames import HEADER_RESERVE, pack
 from synaptic_mesh.transports.nats_groups import (
+    GuardedNatsClient,
     NatsDelivery,
     NatsSubscription,
     SubscriptionGroup,
@@ -133,7 +133,7 @@ class NatsTransport(NatsDelivery, NatsAccounting, Transport):
         # nats-py retries a first connection as often as reconnections: bound it
         # (two tries per server), then reconnect as configured (forever by default).
         options["max_reconnect_attempts"] = 1
-        nc = NatsClient()
+        nc = GuardedNatsClient(self._unreadable)
         # A failed TLS handshake can leave nats-py retrying without end: stop at
         # the first one (retrying cannot fix a certificate) or after ``bound``.
         self._fatal = asyncio.get_running_loop().create_future()

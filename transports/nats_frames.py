@@ -36,6 +36,10 @@ HEADER_RESERVE = 4096
 """Bytes of ``max_payload`` kept for headers (frame lengths, message id, reply subject):
 ``max_message`` is the rest."""
 
+MAX_LENGTH_DIGITS = 19
+"""Most digits one length in ``Mesh-Frames`` may have: ample for any payload, and a
+value of thousands of digits is refused before ``int()`` (which raises on those)."""
+
 
 class FrameError(ValueError):
     """A NATS message whose ``Mesh-Frames`` header does not describe its payload."""
@@ -61,7 +65,8 @@ def unpack(payload: bytes, lengths: str) -> tuple[memoryview, ...]:
     sizes = []
     for part in parts:
         part = part.strip()
-        if not part.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not (part.isascii() and part.isdigit()) or len(part) > MAX_LENGTH_DIGITS:
             raise FrameError(f"{FRAMES_HEADER} value {lengths[:80]!r} is not a list of lengths")
         sizes.append(int(part))
     if sum(sizes) != len(payload):

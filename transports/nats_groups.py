@@ -18,6 +18,13 @@ Handlers run in each group's own task (nats-py's), in order; a slow
 handler lets the client hold up to ``pending_msgs`` messages for it, after
 which the client drops them (NATS' slow consumer rule), counted in
 ``stats.slow_consumer_drops``.
+
+Any client may publish anything on any subject, ours included. A message
+that cannot be read (a ``Mesh-Frames`` header that does not describe the
+payload, a NATS status other than "no responders", or a message nats-py
+itself fails on: see :class:`GuardedNatsClient`) is refused through
+``on_bad_frame`` (the node dead-letters it), counted in ``stats.bad_frames``,
+and the next message is read as usual.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import nats.errors
+from nats.aio.client import Client as NatsClient
 
 from synaptic_mesh.runtime.subjects import SubjectTable
 from synaptic_mesh.transports.base import NO_RESPONDERS, BadFrame, Handler, Subscription
@@ -44,6 +52,35 @@ from synaptic_mesh.transports.nats_options import NatsSettings, SubjectMap
 from synaptic_mesh.transports.nats_stats import NatsStats
 
 log = logging.getLogger("synaptic_mesh.nats")
+
+
+class GuardedNatsClient(NatsClient):
+    """nats-py's client, refusing a message it cannot read instead of stopping its reader.
+
+    nats-py decodes a message's subject, reply subject and header status line
+    (and, for an ordered consumer, reads JetStream metadata from the reply
+    subject) in the connection's read loop, where an exception ends the loop:
+    one foreign publish with a reply subject that is not UTF-8, or a header
+    block that is ``NATS/1.0`` alone, would leave every subscription of the
+    connection deaf while the connection still looks up. Here such a message
+    goes to ``on_unreadable(subject, payload, error)`` and the loop reads on.
+    An ``OSError`` is the connection failing and still ends the loop, for
+    nats-py to reconnect.
+    """
+
+    def __init__(self, on_unreadable: Callable[[bytes, bytes, Exception], None]) -> None:
+        super().__init__()
+        self._on_unreadable = on_unreadable
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        try:
+            await super()._process_msg(sid, subject, reply, data, headers)
+        except OSError:
+            raise
+        except Exception as exc:
+            self._on_unreadable(subject, data, exc)
 
 
 class NatsSubscription(Subscription):
@@ -231,7 +268,8 @@ class NatsDelivery:
         if status is not None:
             if status == NO_RESPONDERS_STATUS and not msg.data:
                 return NO_RESPONDERS, None
-            log.debug("%s: status %s on %s ignored", self.url, status, msg.subject)
+            reason = f"NATS status {status[:16]!r}: only an empty 503 (no responders) is understood"
+            self._bad_frame(msg.subject, msg.data, reason)
             return None
         reply = headers.get(REPLY_HEADER) or msg.reply
         lengths = headers.get(FRAMES_HEADER)
@@ -240,18 +278,23 @@ class NatsDelivery:
         try:
             return unpack(msg.data, lengths), reply
         except FrameError as exc:
-            self._bad_frame(msg, str(exc))
+            self._bad_frame(msg.subject, msg.data, str(exc))
             return None
 
-    def _bad_frame(self, msg: Any, reason: str) -> None:
-        """Report a message that cannot be read; the node dead-letters it."""
+    def _unreadable(self, subject: bytes, data: bytes, error: Exception) -> None:
+        """Refuse a message nats-py could not read (see :class:`GuardedNatsClient`)."""
+        reason = f"nats-py could not read it: {type(error).__name__}: {error}"
+        self._bad_frame(subject.decode(errors="replace"), data, reason)
+
+    def _bad_frame(self, wire: str, data: Any, reason: str) -> None:
+        """Report an unreadable message on wire subject ``wire``; the node dead-letters it."""
         self.stats.bad_frames += 1
-        log.warning("%s: refused a message on %s: %s", self.url, msg.subject, reason)
+        log.warning("%s: refused a message on %s: %s", self.url, wire, reason)
         bad = BadFrame(
-            peer=f"nats publisher on {msg.subject}",
+            peer=f"nats publisher on {wire}",
             reason=reason,
-            subject=self.subjects.mesh(msg.subject),
-            preview=bytes(msg.data[:48]).hex(),
+            subject=self.subjects.mesh(wire),
+            preview=bytes(data[:48]).hex(),
         )
         for hook in list(self.on_bad_frame):
             try:

@@ -337,8 +337,8 @@ class NatsJsTransport(NatsTransport):
                 return
             try:
                 sequence = msg.metadata.sequence.stream
-            except (AttributeError, ValueError, IndexError):
-                sequence = None
+            except (AttributeError, ValueError, IndexError, nats.errors.NotJSMessageError):
+                sequence = None  # not from the stream (published on the deliver subject)
             if sequence is not None and not seen.add(sequence):
                 stats.redeliveries_skipped += 1
                 await _ack(msg)
@@ -352,7 +352,7 @@ class NatsJsTransport(NatsTransport):
                 try:
                     frames = unpack(msg.data, lengths)
                 except FrameError as exc:
-                    self._bad_frame(msg, str(exc))
+                    self._bad_frame(msg.subject, msg.data, str(exc))
                     await _ack(msg)
                     return
             try:
@@ -387,7 +387,7 @@ class NatsJsTransport(NatsTransport):
             try:
                 frames = (msg.data,) if lengths is None else unpack(msg.data, lengths)
             except FrameError as exc:
-                self._bad_frame(msg, str(exc))
+                self._bad_frame(msg.subject, msg.data, str(exc))
                 return
             reply = headers.get(REPLY_HEADER)
             try:

@@ -249,8 +249,9 @@ class ZmqPubSubTransport(PubSubInterest, PubSubReceive, Transport):
         sock.setsockopt(zmq.RCVHWM, HWM if kind == zmq.SUB else 0)
         if ":" in self.settings.host:
             sock.setsockopt(zmq.IPV6, 1)
-        if kind == zmq.SUB:
-            sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message)
+        # No MAXMSGSIZE on the SUB: its one connection carries every publisher's
+        # messages, and libzmq closes a connection for good on a frame over that
+        # size. A message over max_message is refused once it has arrived instead.
         return sock
 
     async def close(self) -> None:

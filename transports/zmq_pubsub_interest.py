@@ -28,6 +28,12 @@ nothing this node knows first runs a barrier (a probe subscription through
 the proxy; what the proxy forwarded before it has then arrived here) and
 only then publishes the "no responders" status. A queue-group publish with no
 member known runs the same barrier before it gives up.
+
+**Foreign input.** Any XSUB connected to the proxy may also send other
+messages upstream, which the proxy passes to every publisher's XPUB as they
+are. Only a one-frame message starting with ``\x01`` or ``\x00`` is a
+(un)subscription; any other is refused through ``on_bad_frame`` and changes
+no interest. A subscription whose topic is none of ours is ignored.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -80,6 +87,7 @@ class PubSubInterest:
     _interest: SubjectTable[Any]
     _patterns: set[str]
     _known_members: set[bytes]
+    _bad: Callable[[str, bytes, list[zmq.Frame]], None]  # refuse input (PubSubReceive)
 
     def _check_open(self) -> None:
         raise NotImplementedError
@@ -171,8 +179,16 @@ class PubSubInterest:
 
     def _on_interest(self, parts: list[zmq.Frame]) -> None:
         message = parts[0].bytes
-        if message:
+        if len(parts) == 1 and message[:1] in (b"\x00", b"\x01"):
             self._interest_changed(message[0] == 1, message[1:])
+            return
+        # An XSUB may send any message upstream; the proxy passes it to every publisher.
+        self._bad(
+            f"a message that is not a subscription came upstream through the proxy "
+            f"({len(parts)} frame(s), first byte {message[:1].hex() or 'none'})",
+            message,
+            parts,
+        )
 
     def _on_proxy_event(self, parts: list[zmq.Frame]) -> None:
         """Follow the XPUB's connection: publishes while it is down are counted."""

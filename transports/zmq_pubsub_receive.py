@@ -7,7 +7,8 @@ and the proxy drops (counted as gaps, see
 :mod:`~synaptic_mesh.transports.zmq_pubsub_stats`). One task delivers them in
 order. A message this node published itself was delivered when it was
 published and is skipped here; one that is not an envelope from a
-``zmq+pubsub`` publisher is refused through ``on_bad_frame``.
+``zmq+pubsub`` publisher, or is larger than this node's ``max_message``, is
+refused through ``on_bad_frame``, and the next one is read as usual.
 """
 
 from __future__ import annotations
@@ -86,15 +87,23 @@ class PubSubReceive:
         head = parts[0].bytes
         topic = head
         try:
+            if len(head) > self._limits.max_message:
+                raise LinkProtocolError(
+                    f"frame 0 of {len(head)} bytes exceeds max_message {self._limits.max_message}"
+                )
             topic, packed = split_head(head)
             subject, reply_to, publisher, seq = unpack_meta(packed)
-            frames = incoming(parts[1:], self._limits)
         except LinkProtocolError as exc:
             self._bad(str(exc), topic, parts)
             return
         if publisher == self.id:
             return  # delivered here when it was published
-        self._count_gap(publisher, topic, seq)
+        self._count_gap(publisher, topic, seq)  # a message refused below was not lost
+        try:
+            frames = incoming(parts[1:], self._limits)
+        except LinkProtocolError as exc:
+            self._bad(str(exc), topic, parts)
+            return
         if topic[0] == MEMBER:
             member = self._members.get(topic)
             if member is None or not member.active:

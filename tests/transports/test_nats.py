@@ -343,3 +343,115 @@ async def test_a_stream_overlapping_another_is_refused_at_start() -> None:
         clash = address.replace("stream=FIRST_", "stream=SECOND_")
         with pytest.raises(TransportClosed, match="cannot create stream SECOND_"):
             await Node(clash, name="b").start()
+
+
+# -- foreign input: each bad message refused, the next one served ---------------------------------
+
+
+async def _raw_publish(command: bytes) -> None:
+    """Send one protocol command (``PUB``/``HPUB`` line and payload) as a foreign client."""
+    host, _, port = shared_host().split(",")[0].rpartition(":")
+    reader, writer = await asyncio.open_connection(host.rpartition("@")[2], int(port))
+    try:
+        await reader.readline()  # INFO
+        writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n')
+        writer.write(command + b"PING\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readline(), 5) == b"PONG\r\n"
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def _hpub(subject: str, header: bytes, payload: bytes) -> bytes:
+    total = len(header) + len(payload)
+    return f"HPUB {subject} {len(header)} {total}\r\n".encode() + header + payload + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        (lambda s: f"PUB {s}.x _R.".encode() + b"\xff\xfe 3\r\nabc\r\n", "UnicodeDecodeError"),
+        (lambda s: f"PUB {s}.".encode() + b"\xff\xfe 3\r\nabc\r\n", "UnicodeDecodeError"),
+        (lambda s: _hpub(f"{s}.x", b"NATS/1.0 \xff\xfe\xfd\r\n\r\n", b"abc"), "UnicodeDecode"),
+        (lambda s: _hpub(f"{s}.x", b"NATS/1.0", b"abc"), "IndexError"),
+        (lambda s: _hpub(f"{s}.x", b"NATS/1.0 404 Nope\r\n\r\n", b""), "NATS status '404'"),
+    ],
+    ids=["reply-not-utf8", "subject-not-utf8", "status-not-utf8", "header-cut-short", "status"],
+)
+async def test_a_message_nats_py_cannot_read_is_a_dead_letter_and_the_reader_goes_on(
+    command: Any, reason: str
+) -> None:
+    # nats-py reads these in its connection's read loop, where an exception would end the
+    # loop and leave every subscription of the node deaf while the connection looks up.
+    require_shared()
+    address, prefix = url()
+    async with Node(address, name="b") as b, Node(address, name="a") as a:
+        await b.spawn(Echo, "core.echo")
+        heard: list[Any] = []
+        await b.transport.subscribe("foreign.*", _collect(heard))
+        await _raw_publish(command(f"{prefix}.foreign"))
+        await a.transport.publish("foreign.ok", [b"next"])
+        await until(lambda: len(heard) == 1)
+        assert heard == [("foreign.ok", (b"next",))]
+        letters = [d.reason for d, _ in b.recent_dead_letters]
+        assert len(letters) == 1 and reason in letters[0], letters
+        assert b.transport.stats.bad_frames == 1
+        assert await a.ask("core.echo", "still here", timeout=5) == "STILL HERE"
+
+
+@pytest.mark.parametrize(
+    "lengths", ["1,\u00b2", "3" * 5000], ids=["superscript-two", "5000-digits"]
+)
+async def test_frame_lengths_int_cannot_read_are_a_dead_letter(lengths: str) -> None:
+    # str.isdigit() takes "²" and a 5000-digit number, which int() then refuses.
+    require_shared()
+    address, prefix = url()
+    async with Node(address, name="b") as b, Node(address, name="a") as a:
+        await b.spawn(Echo, "core.echo")
+        nc = await nats.connect(f"nats://{shared_host()}")
+        try:
+            await nc.publish(f"{prefix}.core.echo", b"abc", headers={"Mesh-Frames": lengths})
+            await nc.flush()
+        finally:
+            await nc.close()
+        await until(lambda: b.transport.stats.bad_frames == 1)
+        (letter,) = [d.reason for d, _ in b.recent_dead_letters]
+        assert "is not a list of lengths" in letter, letter
+        assert await a.ask("core.echo", "still here", timeout=5) == "STILL HERE"
+
+
+async def test_foreign_messages_on_stream_subscriptions_are_never_lost_silently() -> None:
+    require_shared()
+    address, prefix = url("nats+js", "&durable=orders.>&delete_stream=1")
+    transport = NatsJsTransport(address)
+    await transport.start()
+    reports: list[Any] = []
+    transport.on_bad_frame.append(reports.append)
+    consumed: list[Any] = []
+    replayed: list[Any] = []
+    try:
+        sub = await transport.subscribe("orders.new", _collect(consumed), queue="orders.new")
+        again = await transport.replay("orders.>", _collect(replayed))
+        nc = await nats.connect(f"nats://{shared_host()}")
+        try:
+            wire = f"{prefix}.orders.new"
+            await nc.publish(wire, b"abc", headers={"Mesh-Frames": "1,\u00b2"})  # stored
+            await nc.publish(wire, b"first")
+            await nc.flush()
+            await until(lambda: len(consumed) == 1 and len(replayed) == 1)
+            refused = "Mesh-Frames value '1,²' is not a list of lengths"
+            assert [r.reason for r in reports] == [refused, refused]  # consumer and replay
+            # Published on the consumers' own deliver subjects, with no JetStream reply:
+            await nc.publish(sub.nats_sub._sub.subject, b"not from the stream")
+            await nc.publish(again.nats_sub._sub.subject, b"not from the stream", reply="x")
+            await nc.publish(wire, b"second")
+            await nc.flush()
+            await until(lambda: len(consumed) == 3 and len(replayed) == 2)
+        finally:
+            await nc.close()
+        assert [f[0] for _, f in consumed] == [b"first", b"not from the stream", b"second"]
+        assert [f[0] for _, f in replayed] == [b"first", b"second"]
+        assert "NotJSMessageError" in reports[2].reason and len(reports) == 3
+    finally:
+        await transport.close()

@@ -261,3 +261,76 @@ async def test_open_close_cycles_leak_no_descriptor_thread_or_task(no_leaks) -> 
         await cycle()
     assert open_fds() <= before, f"{open_fds() - before} file descriptors leaked"
     await no_leaks()
+
+
+# -- foreign input: each bad message refused, the next one served ---------------------------------
+
+
+async def test_a_message_over_this_nodes_max_message_is_a_dead_letter_and_reading_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The SUB's one connection to the proxy carries every publisher's messages: one
+    # oversized message must cost that message only, never the connection.
+    caplog.set_level(logging.ERROR, logger="synaptic_mesh")
+    async with Node("zmq+pubsub://127.0.0.1:0?proxy=1&max_message=4096", name="small") as small:
+        got = Collector()
+        await small.transport.subscribe("big.>", got)
+        other = await started(f"zmq+pubsub://{small.transport.address}")  # max_message 256 MiB
+        try:
+            await other.publish("big.one", [b"before"])
+            await other.publish("big.one", [b"x" * 10_000])
+            await other.publish("big.one", [b"after"])
+            await other.publish("big.two", [b"two"])
+            await until(lambda: len(got.got) == 3, what="the messages after the big one")
+            assert got.payloads == [b"before", b"after", b"two"]
+            assert small.transport.stats.gaps == 0  # the refused one was received, not lost
+            ctx = zmq.asyncio.Context()
+            raw = ctx.socket(zmq.PUB)
+            try:
+                raw.connect(f"tcp://{small.transport.address}")  # type: ignore[attr-defined]
+                await asyncio.sleep(0.2)
+                await raw.send_multipart([b"\x01big.three\x00" + b"x" * 10_000, b"env"])
+                await other.publish("big.three", [b"three"])
+                await until(lambda: len(got.got) == 4, what="the message after a big frame 0")
+            finally:
+                raw.close(linger=0)
+                ctx.destroy(linger=0)
+            assert got.payloads[3] == b"three"
+            letters = [d.reason for d, _ in small.recent_dead_letters]
+            assert len(letters) == 2, letters
+            assert "exceeds max_message 4096" in letters[0], letters
+            assert "frame 0 of 10011 bytes exceeds max_message 4096" in letters[1], letters
+            assert small.transport.stats.bad_frames == 2
+            assert sum("refused a message" in r.getMessage() for r in caplog.records) == 2
+        finally:
+            await other.close()
+
+
+async def test_a_foreign_message_sent_upstream_to_the_proxy_is_no_unsubscription() -> None:
+    # Only frames starting with 1 or 0 are (un)subscriptions: any other one an XSUB sends
+    # to the proxy reaches every publisher as it is, and must not drop a live interest.
+    async with (
+        Node("zmq+pubsub://127.0.0.1:0?proxy=1", name="a") as a,
+        Node(f"zmq+pubsub://{a.transport.address}", name="b") as b,  # type: ignore[attr-defined]
+    ):
+        await b.spawn(Echo, "svc.echo", "b")
+        reports: list[BadFrame] = []
+        a.transport.on_bad_frame.append(reports.append)  # type: ignore[attr-defined]
+        (member,) = b.transport._members  # type: ignore[attr-defined]
+        host, port = a.transport.address.rsplit(":", 1)  # type: ignore[attr-defined]
+        ctx = zmq.asyncio.Context()
+        raw = ctx.socket(zmq.XSUB)
+        connected = raw.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            raw.connect(f"tcp://{host}:{int(port) + 1}")  # the proxy's XPUB
+            await asyncio.wait_for(connected.recv_multipart(), 5)
+            await raw.send(b"\x07" + member)  # not the member's unsubscription
+            await until(lambda: len(reports) == 1, what="the foreign message refused")
+            assert "not a subscription" in reports[0].reason
+            assert any("not a subscription" in d.reason for d, _ in a.recent_dead_letters)
+            assert await a.ask("svc.echo", Job(3), timeout=5) == Done(3, "b")
+        finally:
+            raw.disable_monitor()
+            connected.close(linger=0)
+            raw.close(linger=0)
+            ctx.destroy(linger=0)
