@@ -352,18 +352,29 @@ class ZmqCase(ListeningCase):
 
 class NngCase(ListeningCase):
     """``nng+tcp`` or ``nng+ipc``: ``a`` listens here; ``b``, a node in another OS process,
-    dials it. IPC sockets live in a fresh short directory (``/tmp/smesh-nng-*``), removed after."""
+    dials it. IPC sockets live in a fresh short directory (``/tmp/smesh-nng-*``), removed after.
 
-    def __init__(self, scheme: str) -> None:
+    ``native``: the ``native=`` option of both nodes (``None``: the default), so
+    that an opt-in native lowering runs the pattern suite too."""
+
+    def __init__(self, scheme: str, native: str | None = None) -> None:
         self.name = self.scheme = scheme
+        self.query = "" if native is None else f"native={native}"
 
     @asynccontextmanager
     async def urls(self) -> AsyncIterator[tuple[str, str]]:
+        q = self.query
         if self.scheme == "nng+tcp":
-            yield "nng+tcp://127.0.0.1:0", "nng+tcp://127.0.0.1:0?peers={}"
+            yield (
+                f"nng+tcp://127.0.0.1:0{'?' + q if q else ''}",
+                (f"nng+tcp://127.0.0.1:0?{q + '&' if q else ''}peers={{}}"),
+            )
             return
         async with short_directory("smesh-nng-") as path:
-            yield f"nng+ipc://{path}/a.sock", f"nng+ipc://{path}/b.sock?peers={{}}"
+            yield (
+                f"nng+ipc://{path}/a.sock{'?' + q if q else ''}",
+                (f"nng+ipc://{path}/b.sock?{q + '&' if q else ''}peers={{}}"),
+            )
 
 
 CASES: list[TransportCase] = [
@@ -377,5 +388,5 @@ CASES: list[TransportCase] = [
     NatsJsCase(),
     PrivateNatsCase(),
     NngCase("nng+tcp"),
-    NngCase("nng+ipc"),
+    NngCase("nng+ipc", native="pair,pipeline"),  # the opt-in native pipeline, under the suite
 ]
