@@ -276,7 +276,7 @@ class RoutedTransport(LinkService, Transport):
             return False
         try:
             return only.send_now(subject, reply_to, queues, 1, frames, size)
-        except ValueError:  # over a limit: publish says so
+        except (ValueError, LinkClosed):  # over a limit, or the link just closed: publish says so
             return False
 
     async def _route(

@@ -117,7 +117,7 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
         self._write(pieces, size)
 
     def try_send(self, frames: Sequence[Buffer]) -> bool:
-        if self._write_paused or self._closed:
+        if self._write_paused or self._closed or self._transport is None:
             return False
         pieces, size = encode_message(frames, self.limits)
         self._write(pieces, size)
