@@ -252,6 +252,13 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             local, remote = f"{local[0]}:{local[1]}", f"{remote[0]}:{remote[1]}"
+        elif sock is not None and sock.family == socket.AF_UNIX:
+            # A Unix socket's kernel buffers default to about 200 KiB, where loopback
+            # TCP grows its own: a burst of small messages then fills them and pauses
+            # the writer every few hundred messages. As large as the link's high-water
+            # mark, they hold what this side would otherwise hold in user space.
+            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, self.limits.high_water)
         self._label = f"{self._role} link {local} <-> {remote}"
         transport.set_write_buffer_limits(self.limits.high_water, self.limits.low_water)
         transport.write(PREAMBLE)
