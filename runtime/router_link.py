@@ -76,12 +76,11 @@ class Peer:
 
         ``size`` is the bytes of ``frames``, which the caller has counted.
         """
-        for state in self.links:
-            if not state.link.closed:
-                header = proto.msg_header(subject, reply_to, queues, hops)
-                await state.send_msg(header, frames, len(header) + size)
-                return
-        raise LinkClosed(f"no open link to peer {self.id}")
+        state = self._live_link()
+        if state is None:
+            raise LinkClosed(f"no open link to peer {self.id}")
+        header = proto.msg_header(subject, reply_to, queues, hops)
+        await state.send_msg(header, frames, len(header) + size)
 
     def send_now(
         self,
@@ -96,11 +95,18 @@ class Peer:
 
         ``size`` is the bytes of ``frames``, which the caller has counted.
         """
+        state = self._live_link()
+        if state is None:
+            return False
+        header = proto.msg_header(subject, reply_to, queues, hops)
+        return state.try_send_msg(header, frames, len(header) + size)
+
+    def _live_link(self) -> LinkState | None:
+        """The first link not closed: every MSG to this peer takes it, so order per peer holds."""
         for state in self.links:
             if not state.link.closed:
-                header = proto.msg_header(subject, reply_to, queues, hops)
-                return state.try_send_msg(header, frames, len(header) + size)
-        return False
+                return state
+        return None
 
 
 class LinkState:
