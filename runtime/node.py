@@ -495,7 +495,9 @@ class Node(NodeSupervision, NodeInbound):
         """Publish ``message`` to every subscriber of ``topic`` (through the transport)."""
         self._check_sending()
         env = self._envelope(PUBLISH, topic, message, sender)
-        await self._outbox.send(topic, self._frames(env), None)
+        frames = self._frames(env)
+        if not self._outbox.try_send(topic, frames, None):
+            await self._outbox.send(topic, frames, None)
 
     async def ask(
         self,
@@ -765,12 +767,10 @@ def _make_outbox(node: Node, capacity: int) -> Any:
     from synaptic_mesh.runtime.outbox import Outbox
 
     transport = node.transport
-    # a transport that never publishes synchronously is not asked on every send
-    can_now = type(transport).publish_now is not Transport.publish_now
     return Outbox(
         transport.publish,
         node._spawn_task,
         capacity,
         node._outbox_failed,
-        transport.publish_now if can_now else None,
+        transport.publish_now if transport.sends_now else None,  # else never asked
     )

@@ -2,9 +2,9 @@
 
 Sends that leave the node go through here so that one sender's messages keep
 their order whether it used ``await tell`` or ``tell_nowait``. When nothing
-is queued, ``send`` publishes directly (no task switch; with no coroutine at
-all when the transport's ``publish_now`` can send without waiting, which
-``try_send`` offers callers on the hot path); otherwise it queues
+is queued, ``send`` publishes directly (no task switch), and ``try_send``
+publishes with no coroutine at all when the transport's ``publish_now`` can
+send without waiting (callers on the hot path try it first); otherwise ``send`` queues
 behind what is waiting, and a pump task publishes in order. The queue is
 bounded: ``send`` waits for room, ``send_nowait`` raises ``MailboxFull``.
 """
@@ -68,9 +68,6 @@ class Outbox:
         if self.closed:
             raise TransportClosed("node is closed")
         if not self._queue and not self._busy:
-            publish_now = self._publish_now
-            if publish_now is not None and publish_now(subject, frames, reply_to):
-                return
             self._busy = True
             try:
                 await self._publish(subject, frames, reply_to)

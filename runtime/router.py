@@ -257,7 +257,9 @@ class RoutedTransport(LinkService, Transport):
 
         Everything else (local handlers, several recipients, nobody, waiting
         for credit or for the link, a message ``publish`` would refuse) is
-        declined, before anything is sent, and goes through ``publish``.
+        declined, before anything is sent, and goes through ``publish``. Only
+        links whose ``try_send`` can take a message make this worth trying: a
+        transport on them sets ``sends_now``.
         """
         if self._state != "running" or len(frames) > self.max_frames:
             return False

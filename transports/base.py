@@ -173,6 +173,8 @@ class Transport(abc.ABC):
 
     scheme: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    sends_now: ClassVar[bool] = False
+    """Whether ``publish_now`` can succeed: the node's outbox only tries it then."""
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url

@@ -162,6 +162,7 @@ class ShmTransport(RoutedTransport):
     """Unix-socket links, shared-memory attachments, the subject router (see module docstring)."""
 
     scheme: ClassVar[str] = "shm"
+    sends_now: ClassVar[bool] = True  # stream links take a message at once (try_send)
     capabilities: ClassVar[Capabilities] = Capabilities(
         ordered=True,
         delivery="at-most-once",

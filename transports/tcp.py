@@ -120,6 +120,7 @@ class TcpTransport(RoutedTransport):
     """Raw TCP links plus the subject router (see module docstring)."""
 
     scheme: ClassVar[str] = "tcp"
+    sends_now: ClassVar[bool] = True  # stream links take a message at once (try_send)
     capabilities: ClassVar[Capabilities] = Capabilities(
         ordered=True,
         delivery="at-most-once",
