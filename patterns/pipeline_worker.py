@@ -26,7 +26,6 @@ from synaptic_mesh.patterns.pipeline_run import (
     _runtimes,
     runtime_of,
 )
-from synaptic_mesh.runtime.envelope import Envelope
 from synaptic_mesh.runtime.errors import MeshError, PipelineClosed
 from synaptic_mesh.transports.base import eager_handler
 
@@ -103,8 +102,7 @@ async def _on_item(
     frames: Sequence[Any],
     reply_to: str | None,
 ) -> None:
-    first = frames[0] if frames else None
-    env = first if type(first) is Envelope else node.open_envelope(subject, frames)
+    env = node.open_envelope(subject, frames)
     if env is None:
         return
     token = env.corr

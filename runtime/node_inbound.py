@@ -137,8 +137,7 @@ class NodeInbound:
             if not frames:
                 collector(None)
                 return
-            first = frames[0]
-            env = first if type(first) is Envelope else self._open(subject, frames)
+            env = self._open(subject, frames)
             if env is not None:
                 collector(env)
             return

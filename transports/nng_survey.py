@@ -203,34 +203,15 @@ class NngSurvey:
         timeout: float,
         on_answer: Any,
     ) -> None:
-        """The generic lowering's survey (publish with ``reply_to``, collect on the inbox)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        """The generic lowering's survey (publish with ``reply_to``, collect on the inbox),
+        for a question the native sockets cannot carry."""
+        # The lowering itself, not a copy of it. Imported here: transports do not import
+        # patterns at module level (the patterns build on the transport SPI).
+        from synaptic_mesh.patterns.survey import GenericSurvey
 
-        def collect(env: Envelope | None) -> None:
-            if done.done():
-                node.note_late_reply()
-            elif on_answer(env):
-                done.set_result(None)
-
-        corr, reply_to = node.collect_replies(collect)
-        try:
-            env = node.make_envelope(
-                SURVEY,
-                group,
-                question,
-                sender,
-                reply_to=reply_to,
-                corr=corr,
-                deadline=time.time() + timeout,
-            )
-            await node.send_frames(group, node.encode(env), reply_to)
-            if timeout > 0 and not done.done():
-                await asyncio.wait((done,), timeout=timeout)
-        finally:
-            node.stop_collecting(corr)
-            if not done.done():
-                done.cancel()
+        await GenericSurvey().survey(
+            node, group, question, sender=sender, timeout=timeout, on_answer=on_answer
+        )
 
     # -- respondents ---------------------------------------------------------------------
 
