@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import threading
+from typing import Any
 
 import pytest
 
@@ -39,3 +41,22 @@ def no_leaks():
         assert open_hubs() == [], f"inproc hubs left open: {open_hubs()}"
 
     return check
+
+
+@pytest.fixture
+def made_dirs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every temporary directory made while the test runs, by this process only.
+
+    Other processes on the machine run the same benches at the same time, so a
+    before/after listing of ``/tmp`` would count their directories too.
+    """
+    made: list[str] = []
+    real = tempfile.mkdtemp
+
+    def recording(*args: Any, **kwargs: Any) -> str:
+        path = real(*args, **kwargs)
+        made.append(path)
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording)
+    return made

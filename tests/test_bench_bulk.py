@@ -12,30 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from synaptic_mesh.bench import bulk
 from synaptic_mesh.bench.matrix_rows import COLD, FLOOR, WARM, from_bulk
 from tests.conftest import skip_or_fail
-
-
-@pytest.fixture
-def made_dirs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every temporary directory this process makes during the test (not other processes')."""
-    made: list[str] = []
-    real = tempfile.mkdtemp
-
-    def recording(*args: Any, **kwargs: Any) -> str:
-        path = real(*args, **kwargs)
-        made.append(path)
-        return path
-
-    monkeypatch.setattr(tempfile, "mkdtemp", recording)
-    return made
 
 
 def test_quick_run_moves_the_array_on_every_selected_path(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +20,6 @@ from synaptic_mesh.bench import patterns
 
 SCHEMES = ("inproc", "tcp", "shm")
 PATTERNS = {"pub-sub", "bus", "request-reply", "its hook", "pipeline", "survey", "hotline"}
-
-
-@pytest.fixture
-def made_dirs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every temporary directory made while the test runs, by this process only.
-
-    Other processes on the machine run the same bench at the same time, so a
-    before/after listing of ``/tmp`` would count their directories too.
-    """
-    made: list[str] = []
-    real = tempfile.mkdtemp
-
-    def recording(*args: Any, **kwargs: Any) -> str:
-        path = real(*args, **kwargs)
-        made.append(path)
-        return path
-
-    monkeypatch.setattr(tempfile, "mkdtemp", recording)
-    return made
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

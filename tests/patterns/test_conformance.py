@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
 
 import pytest
 
-from synaptic_mesh import AskTimeout, Node, PipelineClosed
+from synaptic_mesh import AskTimeout, PipelineClosed
 from synaptic_mesh.patterns.lowering import PATTERNS
 from synaptic_mesh.patterns.pipeline import feed
 from synaptic_mesh.patterns.survey import survey
-from tests.conformance.actors import Echo, Heard, Ping, Pong, Probe, Slow
+from tests.conformance.actors import Echo, Heard, Ping, Pong, Slow
 from tests.conformance.transports import TransportCase
 from tests.patterns.actors import (
     Caller,
@@ -34,20 +33,7 @@ from tests.patterns.actors import (
     StopListening,
     Voter,
 )
-
-
-async def probe_on(node: Node, subject: str = "probe.log") -> list[Heard]:
-    log: list[Heard] = []
-    await node.spawn(Probe, subject, log)
-    return log
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.002)
+from tests.patterns.util import assert_once_per_stage_in_key_order, probe_on, until
 
 
 async def test_capabilities_native_is_truthful(case: TransportCase) -> None:
@@ -150,19 +136,7 @@ async def test_pipeline_each_item_once_per_stage_in_key_order(case: TransportCas
             await feed(a, "ingest", job, timeout=10)
         await until(lambda: len(done) == len(jobs) and len(log) == 2 * len(jobs))
         await asyncio.sleep(0.05)
-        for stage in ("first", "second"):
-            seen = [h.text for h in log if h.subject == stage]
-            assert sorted(seen) == sorted(f"{j.key}:{j.n}" for j in jobs), f"{stage}: once each"
-            by_key: dict[str, list[int]] = defaultdict(list)
-            workers: dict[str, set[str]] = defaultdict(set)
-            for h in log:
-                if h.subject == stage:
-                    key, n = h.text.split(":")
-                    by_key[key].append(int(n))
-                    workers[key].add(h.actor)
-            for key, numbers in by_key.items():
-                assert numbers == sorted(numbers), f"{stage} broke the order of {key}"
-                assert len(workers[key]) == 1, f"{stage}: key {key} went to {workers[key]}"
+        assert_once_per_stage_in_key_order(log, jobs)
         for key in {j.key for j in jobs}:
             assert [j.n for j in done if j.key == key] == [j.n for j in jobs if j.key == key]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,10 +27,9 @@ from synaptic_mesh.patterns.pipeline import feed, runtime_of
 from synaptic_mesh.patterns.pipeline_lease_wire import token
 from synaptic_mesh.patterns.pipeline_run import PIPE_PREFIX, PipelineRuntime
 from synaptic_mesh.runtime.envelope import TELL
-from tests.conformance.actors import Heard, Probe
 from tests.conformance.transports import TcpCase, TransportCase
 from tests.patterns.actors import Job, PipelineHost, job_key
-from tests.patterns.util import until
+from tests.patterns.util import assert_once_per_stage_in_key_order, probe_on, until
 
 
 @message(name="test_pipeline_lease.Item")
@@ -292,28 +290,6 @@ async def test_a_producer_whose_pipeline_node_was_killed_gets_pipeline_closed() 
 
 
 # -- keyed pipelines in another process, and every transport ------------------------
-
-
-async def probe_on(node: Node) -> list[Heard]:
-    log: list[Heard] = []
-    await node.spawn(Probe, "probe.log", log)
-    return log
-
-
-def assert_once_per_stage_in_key_order(log: list[Heard], jobs: list[Job]) -> None:
-    for stage in ("first", "second"):
-        seen = [h.text for h in log if h.subject == stage]
-        assert sorted(seen) == sorted(f"{j.key}:{j.n}" for j in jobs), f"{stage}: once each"
-        by_key: dict[str, list[int]] = defaultdict(list)
-        workers: dict[str, set[str]] = defaultdict(set)
-        for h in log:
-            if h.subject == stage:
-                key, n = h.text.split(":")
-                by_key[key].append(int(n))
-                workers[key].add(h.actor)
-        for key, numbers in by_key.items():
-            assert numbers == sorted(numbers), f"{stage} broke the order of {key}"
-            assert len(workers[key]) == 1, f"{stage}: key {key} went to {workers[key]}"
 
 
 async def test_a_keyed_feeder_streams_on_a_lease_on_every_transport(case: TransportCase) -> None:
