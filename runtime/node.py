@@ -415,17 +415,22 @@ class Node(NodeSupervision, NodeInbound):
         while True:
             if self.failure is not None:
                 raise self.failure
-            if self._idle_now():
-                await self.transport.settled()  # a broker: what we sent ourselves may be in flight
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
-                if self._idle_now():
-                    return
+            if self._idle_now() and await self._still_idle() and await self._still_idle():
+                return
             if deadline is not None and loop.time() >= deadline:
                 busy = [c.subject for c in self._local.values() if not c.idle]
                 raise TimeoutError(f"node {self.name} not idle after {timeout} s; busy: {busy}")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.01)
+
+    async def _still_idle(self) -> bool:
+        """Idle again once the transport settled: what we sent ourselves through a broker
+        may have been in flight. ``wait_idle`` asks twice, so a message that the first
+        round's deliveries sent through the broker is seen by the second."""
+        await self.transport.settled()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return self._idle_now()
 
     def _idle_now(self) -> bool:
         return (
