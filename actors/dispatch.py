@@ -119,25 +119,29 @@ class Dispatcher:
                 )
             raise
         else:
-            if call.wants_reply:
-                await self._reply(call, result, None)
+            if call.future is not None:
+                self._answer(call.future, result, None)
+            elif call.reply_to is not None:
+                await self.host.send_reply(call, result, None)  # no frame of our own between
         finally:
             self.current = None
 
     async def _reply(self, call: Call, result: Any, error: BaseException | None) -> None:
-        future = call.future
-        if future is not None:
-            if future.done():
-                self.host.note_late_reply()  # the asker gave up (timeout)
-                return
-            if error is None:
-                future.set_result(result)
-            else:
-                remote = RemoteError(self.subject, type(error).__name__, str(error))
-                remote.__cause__ = error
-                future.set_exception(remote)
-            return
-        await self.host.send_reply(call, result, error)
+        if call.future is not None:
+            self._answer(call.future, result, error)
+        else:
+            await self.host.send_reply(call, result, error)
+
+    def _answer(self, future: Any, result: Any, error: BaseException | None) -> None:
+        """Settle a local asker's future (unless it gave up: a late reply, counted)."""
+        if future.done():
+            self.host.note_late_reply()  # the asker gave up (timeout)
+        elif error is None:
+            future.set_result(result)
+        else:
+            remote = RemoteError(self.subject, type(error).__name__, str(error))
+            remote.__cause__ = error
+            future.set_exception(remote)
 
     def _dropped(self, item: Any, reason: str) -> None:
         self._dead(item, f"{reason} at {self.subject!r}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
 from .errors import MeshError
@@ -186,6 +186,18 @@ class Match(Generic[T]):
     plain: tuple[T, ...] = ()
     groups: tuple[tuple[T, ...], ...] = ()
     queues: tuple[str, ...] = ()
+    fixed: tuple[T, ...] | None = field(init=False, repr=False, compare=False)
+    """The recipients of every message when no group has a choice to make (each has one
+    member, the common case of an actor's own queue group), else ``None``: then
+    :meth:`SubjectTable.pick` returns it without a round-robin step."""
+
+    def __post_init__(self) -> None:
+        fixed = None
+        if not self.groups:
+            fixed = self.plain
+        elif all(len(members) == 1 for members in self.groups):
+            fixed = self.plain + tuple(members[0] for members in self.groups)
+        object.__setattr__(self, "fixed", fixed)
 
     def __bool__(self) -> bool:
         """True when at least one subscriber receives the message."""
@@ -372,7 +384,11 @@ class SubjectTable(Generic[T]):
             # it was first resolved, the last token is checked here
             parent, _, last = subject.rpartition(".")
             found = self._once_parents.get(parent)
-            if found is not None and _plain_token(last) and len(subject) <= MAX_SUBJECT_LENGTH:
+            if (
+                found is not None
+                and (last.isalnum() or _plain_token(last))  # a corr is digits: no regex
+                and len(subject) <= MAX_SUBJECT_LENGTH
+            ):
                 # remembered too: a survey's votes all come back on one reply subject
                 if len(self._once) >= ONE_TIME_CACHE_SIZE:
                     self._once.clear()
@@ -405,8 +421,9 @@ class SubjectTable(Generic[T]):
         once per message actually delivered.
         """
         m = self.match(subject)
-        if not m.groups:
-            return m.plain
+        fixed = m.fixed
+        if fixed is not None:
+            return fixed
         chosen = list(m.plain)
         for queue, members in zip(m.queues, m.groups, strict=True):
             turn = self._turns.get(queue, 0)
