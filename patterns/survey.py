@@ -284,13 +284,16 @@ async def survey(
         raise ValueError(f"survey timeout must be > 0 seconds, got {timeout!r}")
     if quorum is not None and quorum < 1:
         raise ValueError(f"quorum must be at least 1, got {quorum!r}")
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    # The survey's own clock, read once per vote: time.monotonic itself, not the loop's
+    # time() around it (the lowering's deadline timer runs on the loop's clock; both are
+    # monotonic and measure from here)
+    clock = time.monotonic
+    started = clock()
     deadline = started + timeout
     votes: dict[str, Vote] = {}
     failures: dict[str, VoteFailure] = {}
     tally = {"duplicates": 0, "ignored": 0, "no_responders": False}
-    clock, needed, vote_kind = loop.time, math.inf if quorum is None else quorum, kinds.VOTE
+    needed, vote_kind = math.inf if quorum is None else quorum, kinds.VOTE
 
     def on_answer(env: Envelope | None) -> bool:
         now = clock()
