@@ -66,7 +66,9 @@ class Dispatcher:
                     try:
                         await handler(actor, item)
                     except Exception as exc:
-                        if self._crashed(exc, item):
+                        # a Call taken by its class (a pipeline item) failed on its message
+                        failed_on = item.message if isinstance(item, Call) else item
+                        if self._crashed(exc, failed_on):
                             mailbox.wake()
                             return
                 else:

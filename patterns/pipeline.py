@@ -91,7 +91,7 @@ from synaptic_mesh.patterns.pipeline_run import (
     PipelineStats,
     runtime_of,
 )
-from synaptic_mesh.patterns.pipeline_worker import attach_worker
+from synaptic_mesh.patterns.pipeline_worker import ItemCall, attach_worker, process_item
 from synaptic_mesh.runtime.errors import NoResponders, PipelineClosed
 from synaptic_mesh.runtime.subjects import validate_subject
 from synaptic_mesh.supervisors.spec import Backoff, ChildSpec, RestartType, Supervisor, child
@@ -140,6 +140,11 @@ class StageWorker(AgentActor):
 
     _mesh_item: ItemMeta | None = None
     _mesh_runtime: PipelineRuntime | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # items reach the worker by their class, as plain tells do (pipeline_worker.ItemCall)
+        cls._mesh_handlers = {**cls._mesh_handlers, ItemCall: process_item}
 
     async def process(self, item: Any) -> Any:
         """Work on ``item`` and return what the next stage gets (``None`` drops it)."""

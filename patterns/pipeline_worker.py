@@ -6,9 +6,9 @@ subscribes to its stage's queue group ``_pipe.<name>.<stage>`` and to its own
 (sent by the gate or by the previous stage's worker) or, sent by a producer
 on a lease, with the lease token as its ``corr``
 (:mod:`~synaptic_mesh.patterns.pipeline_lease`). Either way it becomes an
-:class:`~synaptic_mesh.patterns.pipeline_run.ItemMeta` and a call to
-:func:`_process` in the worker's mailbox, so items are processed one at a
-time in arrival order, with retries first thing after a crash.
+:class:`~synaptic_mesh.patterns.pipeline_run.ItemMeta` and an :class:`ItemCall`
+in the worker's mailbox, so items are processed one at a time in arrival
+order, with retries first thing after a crash.
 """
 
 from __future__ import annotations
@@ -38,9 +38,29 @@ if TYPE_CHECKING:
 LEASED_CACHE = 256
 """Lease tokens a worker remembers (one per lease, or per lease and key slot)."""
 
-Leased = tuple["Callable[..., Any]", "Callable[[], None] | None"]
-"""A lease token's items: their handler, and what counts one's arrival (``None``: of
+Leased = tuple[ItemMeta, "Callable[[], None] | None"]
+"""A lease token's items: their metadata, and what counts one's arrival (``None``: of
 another run, not counted)."""
+
+
+class ItemCall(Call):
+    """A pipeline item in its worker's mailbox.
+
+    A :class:`~synaptic_mesh.actors.signals.Call`, so ``current_sender`` and
+    ``current_subject`` name its sender and subject and a closing mailbox
+    dead-letters its message; every stage worker's handler table maps this
+    class to :func:`process_item`, so the drain loop hands it over by its
+    class, as it does a plain tell: no handler lookup and no step between.
+    """
+
+    __slots__ = ("meta",)
+
+    def __init__(self, item: Any, meta: ItemMeta, subject: str, sender: str | None) -> None:
+        self.message = item
+        self.meta = meta
+        self.subject = subject
+        self.sender = sender
+        self.handler = self.future = self.reply_to = self.corr = None
 
 
 class WorkerRoute:
@@ -52,7 +72,7 @@ class WorkerRoute:
         self.runs: dict[str, PipelineRuntime] = _runtimes.setdefault(node, {})
         self.name = name
         self.stage = stage
-        # lease token -> its items' metadata and handler, and where they are counted
+        # lease token -> its items' metadata, and where they are counted
         self.leased: dict[str, Leased] = {}
 
     def read_leased(self, token: str) -> Leased | None:
@@ -63,13 +83,12 @@ class WorkerRoute:
             return None
         epoch, lease, slot = parts
         meta = tuple.__new__(ItemMeta, (self.name, epoch, 0, slot, 1, lease))
-        handler = partial(_process, meta)
         runtime = self.runs.get(self.name)
         if runtime is None or runtime.epoch != epoch:
-            return handler, None  # of another run: not kept, dead-lettered by _process
+            return meta, None  # of another run: not kept, dead-lettered by process_item
         if runtime.spec.stages[0].name != self.stage:
             return None
-        found = (handler, runtime.leases.counter(lease, slot))
+        found = (meta, runtime.leases.counter(lease, slot))
         if len(self.leased) >= LEASED_CACHE:
             self.leased.clear()
         self.leased[token] = found
@@ -112,24 +131,25 @@ async def _on_item(
         if found is None:
             node.dead_letter(f"not a lease token here: {token!r}", subject, env.body, env.sender)
             return
-        handler, arrived = found
+        meta, arrived = found
         if arrived is not None:
             arrived()
     else:
-        meta = ItemMeta.read(headers)
+        meta = ItemMeta.read(headers)  # type: ignore[assignment]
         if meta is None:
             reason = "not a pipeline item (no 'pipe' header or lease token)"
             node.dead_letter(reason, subject, env.body, env.sender)
             return
-        handler = partial(_process, meta)
-    call = Call(env.body, handler=handler, subject=subject, sender=env.sender)
+    call = ItemCall(env.body, meta, subject, env.sender)
     try:
         cell.mailbox.put_nowait(call)  # the common case: room in the worker's mailbox
     except MeshError:  # full (waits under "block") or closed (dead-lettered): the slow path
         await node.deliver(cell, call, env)
 
 
-async def _process(meta: ItemMeta, worker: StageWorker, item: Any) -> None:
+async def process_item(worker: StageWorker, call: ItemCall) -> None:
+    """Run ``worker.process`` on one item, hand its result on, give its credit back."""
+    meta, item = call.meta, call.message
     runtime = worker._mesh_runtime  # the run this worker served last: usually this one
     if runtime is None or runtime.epoch != meta.epoch or runtime.name != meta.pipeline:
         runtime = worker._mesh_runtime = runtime_of(worker.node, meta.pipeline)
@@ -137,27 +157,31 @@ async def _process(meta: ItemMeta, worker: StageWorker, item: Any) -> None:
             reason = f"pipeline {meta.pipeline!r} is not running"
             worker.node.dead_letter(reason, worker.subject, item)
             return
+    cell = worker._mesh_cell
+    cell.current = call  # what current_sender and current_subject report, as for any Call
     worker._mesh_item = meta
     try:
-        result = await worker.process(item)
-    except Exception as exc:
-        again = runtime.failed(meta, worker, item, exc)
-        if again is not None:  # retried first thing by the restarted worker
-            retry = Call(item, handler=partial(_process, again), subject=worker.subject)
-            worker._mesh_cell.mailbox.user.appendleft(retry)
-        raise
+        try:
+            result = await worker.process(item)
+        except Exception as exc:
+            again = runtime.failed(meta, worker, item, exc)
+            if again is not None:  # retried first thing by the restarted worker
+                cell.mailbox.user.appendleft(ItemCall(item, again, call.subject, call.sender))
+            raise
+        finally:
+            worker._mesh_item = None
+        # The item is finished once its result is handed on; only then does its credit return.
+        try:
+            if runtime.handing_on(meta, result):
+                await runtime.hand_on(meta, result, worker.subject)
+        except PipelineClosed as exc:
+            worker.node.dead_letter(f"result not handed on: {exc}", worker.subject, result)
+        finally:
+            if meta.lease is None:
+                runtime.release(meta)
+            else:  # a lease's credit goes back to its producer (now, or with a later batch)
+                due = runtime.leases.finished(meta.lease, meta.slot)
+                if due is not None:
+                    await runtime.leases.send_due(due)
     finally:
-        worker._mesh_item = None
-    # The item is finished once its result is handed on; only then does its credit return.
-    try:
-        if runtime.handing_on(meta, result):
-            await runtime.hand_on(meta, result, worker.subject)
-    except PipelineClosed as exc:
-        worker.node.dead_letter(f"result not handed on: {exc}", worker.subject, result)
-    finally:
-        if meta.lease is None:
-            runtime.release(meta)
-        else:  # a lease's credit goes back to its producer (now, or with a later batch)
-            due = runtime.leases.finished(meta.lease, meta.slot)
-            if due is not None:
-                await runtime.leases.send_due(due)
+        cell.current = None

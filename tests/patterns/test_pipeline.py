@@ -207,3 +207,40 @@ async def test_a_stage_worker_outside_a_pipeline_does_not_start() -> None:
     async with Node(hub()) as node:
         with pytest.raises(ActorStartError, match="start it in a Pipeline"):
             await node.spawn(Gated, "lonely", asyncio.Event())
+
+
+class Witness(StageWorker):
+    """Records who sent each item and on what subject; fails on item 1."""
+
+    def __init__(self, seen: list[tuple[int, str | None, str]]) -> None:
+        self.seen = seen
+
+    async def process(self, job: Job) -> Job:
+        self.seen.append((job.n, self.current_sender, self.current_subject))
+        if job.n == 1:
+            raise RuntimeError("cannot do 1")
+        return job
+
+
+async def test_a_worker_knows_its_items_sender_and_a_crash_reports_the_item() -> None:
+    seen: list[tuple[int, str | None, str]] = []
+    pipe = Pipeline("fa", [Stage("w", Witness, kwargs={"seen": seen})], retries=0)
+    async with Node(hub()) as node:
+        await node.start_supervisor(pipe)
+        await node.spawn(Feeder, "feeder")  # feeds items 0, 1, 2 as itself
+        await until(lambda: len(seen) == 3)
+        await node.wait_idle(2)
+        assert [(n, sender) for n, sender, _ in seen] == [
+            (0, "feeder"),
+            (1, "feeder"),
+            (2, "feeder"),
+        ]
+        assert all(subject.startswith("_pipe.fa.w") for _, _, subject in seen), seen
+        raised = [
+            (letter, msg)
+            for letter, msg in node.recent_dead_letters
+            if letter.reason.startswith("handler raised RuntimeError")
+        ]
+        assert [msg for _, msg in raised] == [Job("k", 1)], "the item, not its mailbox wrapper"
+        assert raised[0][0].subject == "fa.w.1"
+        assert all(cell.current is None for cell in node._local.values())
