@@ -67,6 +67,9 @@ class _Sent:
 _SENT: Final[Awaitable[None]] = _Sent()
 """What ``send_frames`` returns for frames the transport took at once."""
 
+_SENDING: Final = ("running", "closing")
+"""Node states that send: while closing, stopping actors may still send (from on_stop, say)."""
+
 _ANSWERS = frozenset({REPLY, ERROR, VOTE})
 """Kinds sent to a one-time subject (an inbox slot); their ``seq`` is always 1."""
 
@@ -237,8 +240,7 @@ class Node(NodeSupervision, NodeInbound):
             raise TransportClosed(f"node {self.name} is {self._state}, not running")
 
     def _check_sending(self) -> None:
-        # While closing, stopping actors may still send (from on_stop, say).
-        if self._state not in ("running", "closing") or self._outbox.closed:
+        if self._state not in _SENDING or self._outbox.closed:
             raise TransportClosed(f"node {self.name} is {self._state}")
 
     # -- actors ----------------------------------------------------------------
@@ -540,21 +542,24 @@ class Node(NodeSupervision, NodeInbound):
             if cell is not None and not cell.mailbox.closed:
                 await cell.mailbox.put(Call(message, future=future, sender=sender))
                 return await future
-            self._check_sending()
+            outbox = self._outbox
+            if self._state not in _SENDING or outbox.closed:
+                self._check_sending()  # raises, saying why
             corr = str(next(self._ids))
             reply_to = self._inbox + corr
             deadline = None if timeout is None else time.time() + timeout
             env = self._envelope(
                 ASK, subject, message, sender, reply_to=reply_to, corr=corr, deadline=deadline
             )
-            self._pending[corr] = (future, subject, message)
+            pending = self._pending
+            pending[corr] = (future, subject, message)
             try:
                 frames = self._frames(env)
-                if not self._outbox.try_send(subject, frames, reply_to):
-                    await self._outbox.send(subject, frames, reply_to)
+                if not outbox.try_send(subject, frames, reply_to):
+                    await outbox.send(subject, frames, reply_to)
                 return await future
             finally:
-                self._pending.pop(corr, None)
+                pending.pop(corr, None)
         finally:
             if slot is not None:
                 self._deadlines.discard(slot, future)
