@@ -10,12 +10,14 @@ at the end of its slot: never early, at most ``RESOLUTION`` late.
 from __future__ import annotations
 
 import asyncio
-import math
+import time
 from typing import Any, Final
 
 from synaptic_mesh.runtime.errors import AskTimeout
 
 RESOLUTION: Final = 0.01
+PER_SECOND: Final = 1 / RESOLUTION
+_clock = time.monotonic  # the slots' clock; timers are armed relative to it (call_later)
 
 
 class Deadlines:
@@ -26,13 +28,17 @@ class Deadlines:
         self._timers: dict[int, asyncio.TimerHandle] = {}
 
     def add(self, future: asyncio.Future[Any], subject: str, timeout: float) -> int:
-        """Fail ``future`` with ``AskTimeout`` after ``timeout`` s; returns its slot."""
-        loop = future.get_loop()
-        key = math.ceil((loop.time() + timeout) / RESOLUTION)
+        """Fail ``future`` with ``AskTimeout`` after ``timeout`` s; returns its slot.
+
+        Called once per ask, so it takes few steps: the slot is the first to end
+        after the deadline, and only a new slot touches the loop.
+        """
+        key = int((_clock() + timeout) * PER_SECOND) + 1
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = {}
-            self._timers[key] = loop.call_at(key * RESOLUTION, self._fire, key)
+            delay = key / PER_SECOND - _clock()
+            self._timers[key] = future.get_loop().call_later(delay, self._fire, key)
         slot[future] = (subject, timeout)
         return key
 
