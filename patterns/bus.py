@@ -91,6 +91,9 @@ class BusMember(attach.HeldSubscription):
         super().__init__(actor)
         self.bus = bus
         self.member = actor.subject
+        # found once: a send is on the hot path, and neither changes for this membership
+        self._node = actor.node
+        self._lowering = _lowering(self._node)
 
     def __repr__(self) -> str:
         state = "member" if self.active else "left"
@@ -104,8 +107,7 @@ class BusMember(attach.HeldSubscription):
         """
         if not self.active:
             raise MeshError(f"{self.member} has left bus {self.bus!r}")
-        node = self._actor.node
-        await _lowering(node).send(node, self.bus, self.member, message)
+        await self._lowering.send(self._node, self.bus, self.member, message)
 
     async def leave(self) -> None:
         """Stop hearing the bus (idempotent); messages already queued are still handled."""
