@@ -52,7 +52,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeVar, overload
 
 from synaptic_mesh.actors.signals import Call
@@ -334,6 +333,52 @@ async def survey(
 # -- respondents -------------------------------------------------------------------
 
 
+class Respondent:
+    """One ``@respond`` method of one actor, subscribed to one group: what its answers need."""
+
+    __slots__ = ("cell", "fn", "lowering", "me", "node")
+
+    def __init__(self, actor: AgentActor, fn: Callable[..., Any], lowering: SurveyLowering) -> None:
+        self.node = actor.node
+        self.cell = actor._mesh_cell
+        self.me = actor.subject
+        self.fn = fn
+        self.lowering = lowering
+
+
+class QuestionCall(Call):
+    """A survey question in a respondent's mailbox.
+
+    A :class:`~synaptic_mesh.actors.signals.Call`, so ``current_sender`` and
+    ``current_subject`` name the surveyor and the group and a closing mailbox
+    dead-letters the question. The respondent's handler table maps this class
+    to :func:`answer_question` (set as it attaches), so the drain loop hands
+    it over by its class, as it does a plain tell. The surveyor's inbox is
+    ``answer_to``, not ``reply_to``: a vote is not a reply.
+    """
+
+    __slots__ = ("answer_to", "deadline", "respondent")
+
+    def __init__(
+        self,
+        question: Any,
+        respondent: Respondent,
+        answer_to: str,
+        corr: str | None,
+        deadline: float | None,
+        subject: str,
+        sender: str | None,
+    ) -> None:
+        self.message = question
+        self.respondent = respondent
+        self.answer_to = answer_to
+        self.corr = corr
+        self.deadline = deadline
+        self.subject = subject
+        self.sender = sender
+        self.handler = self.future = self.reply_to = None
+
+
 async def attach_respondent(
     actor: AgentActor, group: str, method: str, *, queue: str | None = None
 ) -> None:
@@ -342,7 +387,8 @@ async def attach_respondent(
     cell = actor._mesh_cell
     fn = getattr(type(actor), method)
     lowering = _lowering(node)
-    answer = partial(_answer, fn, lowering, node, cell.subject)
+    respondent = Respondent(actor, fn, lowering)
+    cell.table.setdefault(QuestionCall, answer_question)  # the class's table: once per class
 
     async def on_question(subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
         first = frames[0] if frames else None
@@ -350,11 +396,13 @@ async def attach_respondent(
         if env is None:
             return
         answer_to = env.reply_to or reply_to
-        if env.kind != kinds.SURVEY or answer_to is None:
-            handler: Any = fn  # a plain publish on the group: heard, not answered
+        call: Call
+        if env.kind != kinds.SURVEY or answer_to is None:  # a plain publish: heard, not answered
+            call = Call(env.body, handler=fn, subject=subject, sender=env.sender)
         else:
-            handler = partial(answer, answer_to, env.corr, env.deadline)
-        call = Call(env.body, handler=handler, subject=subject, sender=env.sender)
+            call = QuestionCall(
+                env.body, respondent, answer_to, env.corr, env.deadline, subject, env.sender
+            )
         try:
             cell.mailbox.put_nowait(call)  # the common case: room in the mailbox
         except MeshError:  # full (waits under "block") or closed (dead-lettered): the slow path
@@ -364,32 +412,31 @@ async def attach_respondent(
     cell.subscriptions.append(subscription)
 
 
-async def _answer(
-    fn: Callable[..., Any],
-    lowering: SurveyLowering,
-    node: Node,
-    me: str,
-    reply_to: str,
-    corr: str | None,
-    deadline: float | None,
-    actor: AgentActor,
-    question: Any,
-) -> Any:
-    """Run a respondent's method and send its vote (or its failure) to the surveyor."""
+async def answer_question(actor: AgentActor, call: QuestionCall) -> None:
+    """Run a respondent's method on a question and send its vote (or its failure)."""
+    respondent = call.respondent
+    node, me = respondent.node, respondent.me
+    deadline = call.deadline
     if deadline is not None and time.time() > deadline:
         log.debug("%s skips a question of an expired survey", me)
-        return None
+        return
+    cell = respondent.cell
+    cell.current = call  # what current_sender and current_subject report, as for any Call
     try:
-        value = await fn(actor, question)
-    except Exception as exc:
-        await _send_vote(node, me, reply_to, corr, VoteFailed(type(exc).__name__, str(exc)))
-        raise
-    try:
-        await lowering.answer(node, node.make_envelope(kinds.VOTE, reply_to, value, me, corr=corr))
-    except (TypeError, ValueError, MeshError) as exc:  # cannot be encoded, or not sent
-        failed = VoteFailed(type(exc).__name__, f"vote not sent: {exc}")
-        await _send_vote(node, me, reply_to, corr, failed)
-    return value
+        try:
+            value = await respondent.fn(actor, call.message)
+        except Exception as exc:
+            failed = VoteFailed(type(exc).__name__, str(exc))
+            await _send_vote(node, me, call.answer_to, call.corr, failed)
+            raise
+        vote = node.make_envelope(kinds.VOTE, call.answer_to, value, me, corr=call.corr)
+        try:
+            await respondent.lowering.answer(node, vote)
+        except (TypeError, ValueError, MeshError) as exc:  # cannot be encoded, or not sent
+            failed = VoteFailed(type(exc).__name__, f"vote not sent: {exc}")
+            await _send_vote(node, me, call.answer_to, call.corr, failed)
+    finally:
+        cell.current = None
 
 
 async def _send_vote(node: Node, sender: str, reply_to: str, corr: str | None, body: Any) -> None:

@@ -168,3 +168,40 @@ async def test_bad_arguments() -> None:
             @respond("panel")
             def vote(self, q: Q) -> str:  # not async
                 return "x"
+
+
+class Witness(AgentActor):
+    """Records who asked and on what subject; raises on the question "raise"."""
+
+    def __init__(self, seen: list[tuple[str | None, str]]) -> None:
+        self.seen = seen
+
+    @respond("panel")
+    async def vote(self, q: Q) -> str:
+        self.seen.append((self.current_sender, self.current_subject))
+        if q.text == "raise":
+            raise ValueError("no opinion")
+        return "yes"
+
+
+class Surveyor(AgentActor):
+    @on(Q)
+    async def ask_panel(self, q: Q) -> int:
+        return len(await self.survey("panel", q, timeout=0.5, quorum=1))
+
+
+async def test_a_respondent_knows_its_surveyor_and_a_crash_reports_the_question() -> None:
+    seen: list[tuple[str | None, str]] = []
+    async with Node(hub()) as node:
+        await node.spawn(Witness, "panel.witness", seen)
+        await node.spawn(Surveyor, "chair")
+        assert await node.ask("chair", Q("?")) == 1
+        assert seen == [("chair", "panel")]
+        assert await node.ask("chair", Q("raise")) == 0
+        raised = [
+            (letter, msg)
+            for letter, msg in node.recent_dead_letters
+            if letter.reason.startswith("handler raised ValueError")
+        ]
+        assert [msg for _, msg in raised] == [Q("raise")], "the question, not its mailbox wrapper"
+        assert node._local["panel.witness"].current is None
