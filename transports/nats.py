@@ -286,6 +286,20 @@ class NatsTransport(NatsDelivery, NatsAccounting, Transport):
         self._subs[sub] = None
         return sub
 
+    async def subscribe_except(self, pattern: str, handler: Handler, unless: str) -> Subscription:
+        """``subscribe``, never for messages published on ``unless``.
+
+        The server still sends this node's own publishes on ``unless`` back to
+        it; while every local subscription of ``pattern`` leaves ``unless`` out,
+        the client drops them as it reads them (``GuardedNatsClient.echoes``).
+        """
+        validate_subject(unless)
+        sub = await super().subscribe_except(pattern, handler, unless)
+        if isinstance(sub, NatsSubscription) and sub.group is not None:
+            sub.unless = unless
+            self._filter_echoes(sub.group)
+        return sub
+
     def _stored(self, pattern: str) -> bool:
         """Whether ``pattern`` is read from a stream (JetStream); never on core NATS."""
         return False

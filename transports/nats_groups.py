@@ -71,10 +71,20 @@ class GuardedNatsClient(NatsClient):
     def __init__(self, on_unreadable: Callable[[bytes, bytes, Exception], None]) -> None:
         super().__init__()
         self._on_unreadable = on_unreadable
+        self.echoes: dict[int, bytes] = {}
+        """Per server subscription id, the wire subject none of its members wants: a bus
+        member's own sends, which the server sends back to the sender's connection (NATS
+        has no per-subscription "no echo"). Dropped here, before nats-py builds a message
+        and queues it for the subscription's task."""
+        self.echoes_dropped = 0
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
+        echoes = self.echoes
+        if echoes and echoes.get(sid) == subject:
+            self.echoes_dropped += 1
+            return
         try:
             await super()._process_msg(sid, subject, reply, data, headers)
         except OSError:
@@ -86,7 +96,7 @@ class GuardedNatsClient(NatsClient):
 class NatsSubscription(Subscription):
     """One mesh subscription: a handler in a :class:`SubscriptionGroup`, or its own nats-py one."""
 
-    __slots__ = ("_owner", "active", "group", "handler", "nats_sub", "pattern", "queue")
+    __slots__ = ("_owner", "active", "group", "handler", "nats_sub", "pattern", "queue", "unless")
 
     def __init__(
         self, owner: NatsDelivery, pattern: str, handler: Handler, queue: str | None
@@ -98,6 +108,7 @@ class NatsSubscription(Subscription):
         self.active = True
         self.group: SubscriptionGroup | None = None
         self.nats_sub: Any = None
+        self.unless: str | None = None  # the subject it does not hear (subscribe_except)
 
     async def unsubscribe(self) -> None:
         if not self.active:
@@ -162,6 +173,7 @@ class NatsDelivery:
             await self._confirm()
         group.members.append(sub)
         sub.group = group
+        self._filter_echoes(group)
 
     async def _confirm(self) -> None:
         """Wait until the server has applied what was sent (a PING/PONG round trip).
@@ -180,6 +192,21 @@ class NatsDelivery:
         if self._groups.get(key) is group:
             del self._groups[key]
             self._local.remove(group.pattern, group)
+        if group.nats_sub is not None and self._nc is not None:
+            self._nc.echoes.pop(group.nats_sub._id, None)
+
+    def _filter_echoes(self, group: SubscriptionGroup) -> None:
+        """Have the client drop what no member of ``group`` hears: when every member leaves
+        out the same subject (``subscribe_except``), messages on it go no further than the
+        connection's reader. Members still filter themselves: this only saves the work."""
+        if group.nats_sub is None:
+            return
+        left_out = {member.unless for member in group.members}
+        unless = left_out.pop() if len(left_out) == 1 else None
+        if unless is None:
+            self._nc.echoes.pop(group.nats_sub._id, None)
+        else:
+            self._nc.echoes[group.nats_sub._id] = self.subjects.wire(unless).encode()
 
     async def _detach(self, sub: NatsSubscription) -> None:
         self._subs.pop(sub, None)
@@ -189,6 +216,7 @@ class NatsDelivery:
             if sub in group.members:
                 group.members.remove(sub)
             if group.members:
+                self._filter_echoes(group)
                 return
             self._drop_group(group)
             nats_sub = group.nats_sub

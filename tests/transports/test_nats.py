@@ -282,6 +282,35 @@ async def test_queue_group_members_of_one_node_share_one_server_subscription() -
         assert ("work.*", "w") not in transport._groups
 
 
+async def test_own_sends_coming_back_are_dropped_as_read_while_no_member_hears_them() -> None:
+    require_shared()
+    address, _ = url()
+    async with Node(address, name="a") as a, Node(address, name="b") as b:
+        heard_b: list[tuple[str, Any]] = []
+        heard_c: list[tuple[str, Any]] = []
+        await b.transport.subscribe_except("room.>", _collect(heard_b), "room.b")
+        mine = await a.transport.subscribe_except("room.>", _collect([]), "room.a")
+        client = a.transport.client
+        for n in range(5):
+            await a.transport.publish("room.a", [f"a{n}".encode()])
+        await a.transport.publish("room.x", [b"x"])
+        await until(lambda: len(heard_b) == 6)
+        await a.transport.settled()
+        assert client.echoes_dropped == 5, "a's own five came back and went no further"
+        # A second local member that does hear room.a: nothing is dropped any more.
+        other = await a.transport.subscribe_except("room.>", _collect(heard_c), "room.c")
+        await a.transport.publish("room.a", [b"a5"])
+        await until(lambda: len(heard_c) == 1 and len(heard_b) == 7)
+        assert heard_c == [("room.a", (b"a5",))] and client.echoes_dropped == 5
+        await other.unsubscribe()  # alone again: dropped again
+        await a.transport.publish("room.a", [b"a6"])
+        await until(lambda: len(heard_b) == 8)
+        await a.transport.settled()
+        assert client.echoes_dropped == 6
+        await mine.unsubscribe()
+        assert client.echoes == {}
+
+
 async def test_jetstream_stores_for_an_actor_that_starts_later_and_replays(no_leaks: Any) -> None:
     require_shared()
     address, _ = url("nats+js", "&durable=orders.>&delete_stream=1")
