@@ -93,4 +93,6 @@ def ask(
     lowering = node.lowerings.get(REQUEST_REPLY) or lowering_for(
         node, REQUEST_REPLY, GenericRequestReply
     )
+    if lowering.__class__ is GenericRequestReply:  # the node's own ask, without the hop
+        return node.ask(subject, message, timeout=timeout, sender=sender)
     return lowering.ask(node, subject, message, timeout=timeout, sender=sender)  # type: ignore[no-any-return]
