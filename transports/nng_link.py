@@ -197,6 +197,7 @@ class NngLink(LinkEnd):
         self._pending: deque[tuple[Any, int]] = deque()  # nng_msg * not yet taken by NNG
         self._pending_bytes = 0
         self._writer: asyncio.Task[None] | None = None
+        self._batching = False  # a message went to NNG this loop iteration: later ones queue
         self._closer: asyncio.Task[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._leftover: deque[Any] = deque()  # received before the pipe went away
@@ -238,12 +239,20 @@ class NngLink(LinkEnd):
             )
 
     def _push(self, msg: Any, size: int) -> None:
+        """Send ``msg``: the first of a loop iteration at once, later ones in one go after it.
+
+        Handing NNG one message at a time, with this process's work for the next
+        in between, wakes NNG's sending thread once per message; a burst handed
+        over back to back (:meth:`_end_batch`) wakes it about once.
+        """
         if self._closed:
             lib.nng_msg_free(msg)
             raise self._closed_error()
-        if not self._pending:
+        if not self._pending and not self._batching:
             rv = lib.nng_sendmsg(self._socket_id, msg, lib.NNG_FLAG_NONBLOCK)
             if rv == 0:
+                self._batching = True
+                self._loop.call_soon(self._end_batch)
                 return
             if rv != lib.NNG_EAGAIN:
                 lib.nng_msg_free(msg)
@@ -251,25 +260,40 @@ class NngLink(LinkEnd):
                 raise self._closed_error()
         self._pending.append((msg, size))
         self._pending_bytes += size
-        if self._writer is None:
+        if self._writer is None and not self._batching:
             self._writer = self._loop.create_task(self._write_pending())
+
+    def _end_batch(self) -> None:
+        """Hand NNG what queued behind the iteration's first message; wait for room if need be."""
+        self._batching = False
+        if self._writer is None and self._pending and self._send_queued() == "full":
+            self._writer = self._loop.create_task(self._write_pending())
+
+    def _send_queued(self) -> str:
+        """Hand queued messages to NNG until none is left (``"done"``), its buffer is full
+        (``"full"``) or the socket fails (``"failed"``)."""
+        pending = self._pending
+        while pending:
+            if self._socket_closed:
+                return "failed"
+            msg, size = pending[0]
+            rv = lib.nng_sendmsg(self._socket_id, msg, lib.NNG_FLAG_NONBLOCK)
+            if rv == lib.NNG_EAGAIN:
+                return "full"
+            if rv:
+                self._gone(f"send failed: {_error_text(rv)}")
+                return "failed"
+            pending.popleft()
+            self._pending_bytes -= size
+            if self._pending_bytes <= self.limits.low_water:
+                self._wake_senders()
+        return "done"
 
     async def _write_pending(self) -> None:
         """Hand queued messages to NNG, waiting on the send descriptor while its buffer is full."""
         try:
-            while self._pending and not self._socket_closed:
-                msg, size = self._pending[0]
-                rv = lib.nng_sendmsg(self._socket_id, msg, lib.NNG_FLAG_NONBLOCK)
-                if rv == lib.NNG_EAGAIN:
-                    await self._wait_send()
-                    continue
-                if rv:
-                    self._gone(f"send failed: {_error_text(rv)}")
-                    return
-                self._pending.popleft()
-                self._pending_bytes -= size
-                if self._pending_bytes <= self.limits.low_water:
-                    self._wake_senders()
+            while self._send_queued() == "full":
+                await self._wait_send()
         finally:
             self._writer = None
             self._wake_senders()
@@ -327,6 +351,7 @@ class NngLink(LinkEnd):
         if not self._peer_gone.is_set():
             with contextlib.suppress(LinkClosed):
                 self._push(end_of_stream(), 0)
+                self._end_batch()  # what is queued goes now: the linger waits for the writer
             if self._closed:  # sending found the socket broken: nothing to flush
                 self.abort(self._reason or "closed")
                 return

@@ -189,6 +189,30 @@ async def test_link_carries_multipart_messages_intact_in_order_then_closes_grace
         assert connector.live == set()
 
 
+async def test_a_burst_goes_to_nng_in_one_go_after_its_first_message() -> None:
+    async with directory() as path:
+        connector = NngConnector("ipc", LinkLimits(max_frames=8), 2.0)
+        accepted: list[Any] = []
+        listener = await connector.listen(f"{path}/n.sock", accepted.append)
+        link = await connector.dial(listener.address, 2.0)
+        await until(lambda: accepted, what="link accepted")
+        server = accepted[0]
+        for i in range(50):  # one loop iteration: the first goes at once, the rest queue
+            link.send_nowait([b"burst %d" % i])
+        assert len(link._pending) == 49, "queued behind the first, not sent one by one"
+        await asyncio.sleep(0)  # the iteration ends: the batch is handed over together
+        assert not link._pending
+        for i in range(50):
+            assert await server.recv() == [b"burst %d" % i]
+        link.send_nowait([b"next"])
+        link.send_nowait([b"last"])  # queued behind "next" when close() comes
+        link.close()  # what was sent before close is still delivered
+        assert await server.recv() == [b"next"]
+        assert await server.recv() == [b"last"]
+        await asyncio.wait_for(link.wait_closed(), 3)
+        await listener.close()
+
+
 async def test_big_frames_arrive_as_views_without_a_copy() -> None:
     async with linked("nng+tcp") as (a, b):
         got = Collector()
