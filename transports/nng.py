@@ -86,8 +86,8 @@ responders" mean what they mean on the router.
   a node, where items are delivered in place. Not the default: each item is
   an NNG message of its own, handed between NNG's thread and the loop, so a
   ``Feeder`` streams about 7,500 items/s on ``nng+tcp`` where the generic
-  lowering over the same links takes 17,000 to 19,000 (pattern bench, both
-  nodes in one process).
+  lowering over the same links takes 27,000 to 30,000 (pattern bench, both
+  nodes in one process; links hand a burst to NNG in one go).
 * pub-sub, opt-in (:mod:`~synaptic_mesh.transports.nng_pubsub`): a ``Pub0``
   dialing every peer's ``Sub0``; drops at a full queue counted as
   ``stats.gaps``. Gives up the order between a publish and the publisher's
