@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+from synaptic_mesh.runtime.eager import DONE
 from synaptic_mesh.runtime.errors import MeshError
 from synaptic_mesh.transports.base import eager_as
 
@@ -176,9 +177,8 @@ class HeldSubscription:
     def guard(self, deliver: Handler) -> Handler:
         """``deliver``, called only while this resource is active."""
 
-        async def guarded(subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
-            if self.active:
-                await deliver(subject, frames, reply_to)
+        def guarded(subject: str, frames: Sequence[Any], reply_to: str | None) -> Awaitable[None]:
+            return deliver(subject, frames, reply_to) if self.active else DONE  # no frame between
 
         return eager_as(deliver, guarded)
 

@@ -26,11 +26,12 @@ from synaptic_mesh.patterns.pipeline_run import (
     _runtimes,
     runtime_of,
 )
+from synaptic_mesh.runtime.eager import DONE
 from synaptic_mesh.runtime.errors import MeshError, PipelineClosed
 from synaptic_mesh.transports.base import eager_handler
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from synaptic_mesh.patterns.pipeline import StageWorker
     from synaptic_mesh.runtime.node import Node
@@ -113,24 +114,25 @@ async def attach_worker(worker: StageWorker) -> None:
 
 
 @eager_handler
-async def _on_item(
+def _on_item(
     node: Node,
     cell: Any,
     route: WorkerRoute,
     subject: str,
     frames: Sequence[Any],
     reply_to: str | None,
-) -> None:
+) -> Awaitable[None]:
+    """Queue an item for the worker at ``cell``: ``DONE`` when it went in at once."""
     env = node.open_envelope(subject, frames)
     if env is None:
-        return
+        return DONE
     token = env.corr
     headers = env.headers
     if token is not None and (headers is None or "pipe" not in headers):  # sent on a lease
         found = route.leased.get(token) or route.read_leased(token)
         if found is None:
             node.dead_letter(f"not a lease token here: {token!r}", subject, env.body, env.sender)
-            return
+            return DONE
         meta, arrived = found
         if arrived is not None:
             arrived()
@@ -139,12 +141,13 @@ async def _on_item(
         if meta is None:
             reason = "not a pipeline item (no 'pipe' header or lease token)"
             node.dead_letter(reason, subject, env.body, env.sender)
-            return
+            return DONE
     call = ItemCall(env.body, meta, subject, env.sender)
     try:
         cell.mailbox.put_nowait(call)  # the common case: room in the worker's mailbox
     except MeshError:  # full (waits under "block") or closed (dead-lettered): the slow path
-        await node.deliver(cell, call, env)
+        return node.deliver(cell, call, env)
+    return DONE
 
 
 async def process_item(worker: StageWorker, call: ItemCall) -> None:

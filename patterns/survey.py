@@ -58,11 +58,12 @@ from synaptic_mesh.actors.signals import Call
 from synaptic_mesh.patterns.attach import RESPOND_ATTR
 from synaptic_mesh.patterns.lowering import SURVEY, lowering_for
 from synaptic_mesh.runtime import envelope as kinds
+from synaptic_mesh.runtime.eager import DONE
 from synaptic_mesh.runtime.envelope import Envelope
 from synaptic_mesh.runtime.errors import MeshError
 from synaptic_mesh.runtime.messages import message
 from synaptic_mesh.runtime.subjects import validate_subject
-from synaptic_mesh.transports.base import Handler, Subscription
+from synaptic_mesh.transports.base import Handler, Subscription, eager_handler
 
 if TYPE_CHECKING:
     from synaptic_mesh.actors.actor import AgentActor
@@ -390,11 +391,12 @@ async def attach_respondent(
     respondent = Respondent(actor, fn, lowering)
     cell.table.setdefault(QuestionCall, answer_question)  # the class's table: once per class
 
-    async def on_question(subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
+    @eager_handler
+    def on_question(subject: str, frames: Sequence[Any], reply_to: str | None) -> Awaitable[None]:
         first = frames[0] if frames else None
         env = first if type(first) is Envelope else node.open_envelope(subject, frames)
         if env is None:
-            return
+            return DONE
         answer_to = env.reply_to or reply_to
         call: Call
         if env.kind != kinds.SURVEY or answer_to is None:  # a plain publish: heard, not answered
@@ -406,7 +408,8 @@ async def attach_respondent(
         try:
             cell.mailbox.put_nowait(call)  # the common case: room in the mailbox
         except MeshError:  # full (waits under "block") or closed (dead-lettered): the slow path
-            await node.deliver(cell, call, env)
+            return node.deliver(cell, call, env)
+        return DONE
 
     subscription = await lowering.attach_respondent(node, group, on_question, queue=queue)
     cell.subscriptions.append(subscription)

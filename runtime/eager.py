@@ -18,10 +18,30 @@ call what needs one (``asyncio.timeout``, AnyIO cancel scopes).
 from __future__ import annotations
 
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import Any, Final
 
 PENDING: Any = object()
 """What :func:`step` returns for a coroutine that has to wait (see :class:`Resumed`)."""
+
+
+class _Done:
+    """An awaitable that is already done: awaiting it costs no coroutine and no loop turn."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+DONE: Final[Any] = _Done()
+"""What a handler that is a plain function returns when it finished at once.
+
+Such a handler (marked ``eager_handler`` like the coroutine kind) returns
+either ``DONE`` or a coroutine with the rest of its work; any caller may
+``await`` what it returns, and the router, which starts deliveries from its
+protocol callback, skips the coroutine machinery (creating, stepping and
+finishing a coroutine) for the common case that needs none.
+"""
 
 
 def step(coro: Coroutine[Any, Any, Any]) -> tuple[Any, Any]:

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
@@ -37,6 +37,7 @@ from synaptic_mesh.actors.signals import Call
 from synaptic_mesh.runtime import codec
 from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter, describe
 from synaptic_mesh.runtime.deadlines import Deadlines
+from synaptic_mesh.runtime.eager import DONE
 from synaptic_mesh.runtime.envelope import ASK, ERROR, PUBLISH, REPLY, TELL, VOTE, Envelope
 from synaptic_mesh.runtime.errors import (
     MeshError,
@@ -54,18 +55,6 @@ from synaptic_mesh.transports.base import Frame, Subscription, Transport
 
 log = logging.getLogger("synaptic_mesh.node")
 
-
-class _Sent:
-    """An awaitable that is already done: awaiting it costs no coroutine and no loop."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[None, None, None]:
-        yield from ()
-
-
-_SENT: Final[Awaitable[None]] = _Sent()
-"""What ``send_frames`` returns for frames the transport took at once."""
 
 _SENDING: Final = ("running", "closing")
 """Node states that send: while closing, stopping actors may still send (from on_stop, say)."""
@@ -653,7 +642,7 @@ class Node(NodeSupervision, NodeInbound):
         self._check_sending()
         outbox = self._outbox
         if outbox.try_send(subject, frames, reply_to):
-            return _SENT
+            return DONE
         return outbox.send(subject, frames, reply_to)
 
     def forget_sequence(self, sender: str | None, subject: str) -> None:

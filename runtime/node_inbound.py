@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from synaptic_mesh.actors.signals import Call
 from synaptic_mesh.runtime import codec
+from synaptic_mesh.runtime.eager import DONE
 from synaptic_mesh.runtime.envelope import ASK, ERROR, PUBLISH, REPLY, TELL, Envelope
 from synaptic_mesh.runtime.errors import (
     DecodeError,
@@ -78,12 +79,13 @@ class NodeInbound:
             return None
 
     @eager_handler
-    async def _on_actor_frames(
+    def _on_actor_frames(
         self, cell: ActorCell, subject: str, frames: Sequence[Frame], reply_to: str | None
-    ) -> None:
+    ) -> Awaitable[None]:
+        """Queue a message for the actor at ``cell``: ``DONE`` when it went in at once."""
         env = self._open(subject, frames)
         if env is None:
-            return
+            return DONE
         reply_to = env.reply_to or reply_to
         if env.kind == ASK or (reply_to is not None and env.kind in (TELL, PUBLISH)):
             item: Any = Call(
@@ -93,24 +95,26 @@ class NodeInbound:
             item = env.body
         else:
             self.dead_letter(f"unexpected {env.kind!r} message", subject, env.body, env.sender)
-            return
+            return DONE
         try:
             cell.mailbox.put_nowait(item)  # the common case: room in the mailbox
         except (MailboxFull, TransportClosed):  # waits under "block", else dead-lettered
-            await self._enqueue(cell, item, env)
+            return self._enqueue(cell, item, env)
+        return DONE
 
     @eager_handler
-    async def _on_subscribed_frames(
+    def _on_subscribed_frames(
         self,
         cell: ActorCell,
         handler: Callable[..., Any],
         subject: str,
         frames: Sequence[Frame],
         reply_to: str | None,
-    ) -> None:
+    ) -> Awaitable[None]:
+        """Queue a subscription's delivery for ``handler``: ``DONE`` when it went in at once."""
         env = self._open(subject, frames)
         if env is None:
-            return
+            return DONE
         call = Call(
             env.body,
             handler=handler,
@@ -119,7 +123,11 @@ class NodeInbound:
             reply_to=env.reply_to or reply_to,
             corr=env.corr,
         )
-        await self._enqueue(cell, call, env)
+        try:
+            cell.mailbox.put_nowait(call)  # the common case: room in the mailbox
+        except (MailboxFull, TransportClosed):  # waits under "block", else dead-lettered
+            return self._enqueue(cell, call, env)
+        return DONE
 
     async def _enqueue(self, cell: ActorCell, item: Any, env: Envelope) -> None:
         try:
@@ -130,17 +138,20 @@ class NodeInbound:
                 await self.send_reply(item, None, exc)
 
     @eager_handler
-    async def _on_inbox(self, subject: str, frames: Sequence[Frame], reply_to: str | None) -> None:
+    def _on_inbox(
+        self, subject: str, frames: Sequence[Frame], reply_to: str | None
+    ) -> Awaitable[None]:
+        """A reply (or a vote, or "no responders") for an ask or collector of this node."""
         corr = subject[len(self._inbox) :]
         collector = self._collectors.get(corr)
         if collector is not None:  # many replies for one corr (a survey); see collect_replies
             if not frames:
                 collector(None)
-                return
+                return DONE
             env = self._open(subject, frames)
             if env is not None:
                 collector(env)
-            return
+            return DONE
         pending = self._pending.pop(corr, None)
         if not frames:  # the transport's "no responders" status
             if pending is not None:
@@ -148,14 +159,14 @@ class NodeInbound:
                 self.dead_letter("no responders", asked, message)
                 if not future.done():
                     future.set_exception(NoResponders(asked))
-            return
+            return DONE
         env = self._open(subject, frames)
         if env is None:
-            return
+            return DONE
         if pending is None or pending[0].done():
             self.stats.late_replies += 1
             log.debug("late reply on %s dropped", subject)
-            return
+            return DONE
         future, asked, _message = pending
         if env.kind == REPLY:
             future.set_result(env.body)
@@ -166,3 +177,4 @@ class NodeInbound:
             )
         else:
             future.set_exception(RemoteError(asked, "ProtocolError", f"got {env.kind!r} as reply"))
+        return DONE

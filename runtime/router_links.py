@@ -277,9 +277,9 @@ class LinkService:
             self._spawn(self._deliver(state), "delivery")
             return
         if sub.active:
-            coro = sub.handler(subject, frames[1:], items[2])
             try:
-                result, yielded = eager.step(coro)
+                coro = sub.handler(subject, frames[1:], items[2])
+                result, yielded = (None, None) if coro is eager.DONE else eager.step(coro)
             except Exception:
                 log.exception("%s: handler of %s failed on %s", self.id, sub.pattern, subject)
             else:

@@ -114,13 +114,17 @@ class Subscription(abc.ABC):
 
 
 def eager_handler(fn: F) -> F:
-    """Mark a handler coroutine function as safe to start outside a task.
+    """Mark a handler as safe to start outside a task.
 
     A transport may then run its first step straight from the callback that
     received the message and create a task only if it has to wait (see
     ``runtime/eager.py``). The handler must not need a current task before
     its first ``await`` (no ``asyncio.timeout``, no AnyIO cancel scope).
-    Works on plain functions, methods (through their bound method) and
+    It is a coroutine function, or a plain function that returns
+    ``runtime.eager.DONE`` when it finished at once and a coroutine with the
+    rest otherwise (the node's own deliveries: no coroutine per message in
+    the common case); either way callers may ``await`` what a call returns.
+    Works on functions, methods (through their bound method) and
     ``functools.partial`` objects over them.
     """
     fn.eager_delivery = True  # type: ignore[attr-defined]
