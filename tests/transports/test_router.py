@@ -16,11 +16,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from synaptic_mesh import AgentActor, NoResponders, subscribe
+from synaptic_mesh.runtime.eager import DONE
 from synaptic_mesh.runtime.router_interest import pattern_within
+from synaptic_mesh.transports.base import eager_handler
 from tests.transports.peer_process import Done, Echo, Job
 from tests.transports.util import Collector, node_chain, tcp_nodes, until
 
@@ -152,6 +155,43 @@ async def test_slow_handler_holds_the_sender_by_credit_while_heartbeats_flow() -
         await asyncio.wait_for(task, 5)
         await until(lambda: len(got) == 100)
         assert got == [b"%d" % i for i in range(100)]
+
+
+async def test_a_plain_eager_handler_returns_done_or_the_rest_to_wait_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A handler that is a plain function: DONE finishes a delivery at once; a coroutine it
+    returns holds the link's later messages until it is done; one that raises is logged."""
+    async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}") as (a, b):
+        gate = asyncio.Event()
+        got: list[bytes] = []
+
+        async def rest(body: bytes) -> None:
+            await gate.wait()
+            got.append(body)
+
+        @eager_handler
+        def handler(subject: str, frames: list[bytes], reply_to: str | None) -> Any:
+            body = bytes(frames[0])
+            if body == b"boom":
+                raise RuntimeError("a bug in a handler")
+            if body == b"wait":
+                return rest(body)
+            got.append(body)
+            return DONE
+
+        await b.subscribe("plain.x", handler, queue="plain.x")  # one eager recipient
+        await until(lambda: bool(a.peers_serving("plain.x")), what="interest reached a")
+        for body in (b"1", b"boom", b"2", b"wait", b"3", b"4"):
+            await a.publish("plain.x", [body])
+        await until(lambda: got == [b"1", b"2"])
+        await asyncio.sleep(0.05)
+        assert got == [b"1", b"2"], "3 and 4 wait behind the delivery that waits"
+        gate.set()
+        await until(lambda: len(got) == 5)
+        assert got == [b"1", b"2", b"wait", b"3", b"4"]
+        failures = [r for r in caplog.records if "failed on plain.x" in r.getMessage()]
+        assert len(failures) == 1 and "a bug in a handler" in str(failures[0].exc_info)
 
 
 async def test_publish_now_sends_only_what_needs_no_waiting() -> None:
