@@ -67,7 +67,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -83,6 +83,7 @@ from synaptic_mesh.patterns.line import (
     PairLowering,
     pair_lowering,
 )
+from synaptic_mesh.runtime.eager import DONE
 from synaptic_mesh.runtime.errors import (
     HotlineBusy,
     HotlineClosed,
@@ -94,6 +95,7 @@ from synaptic_mesh.runtime.errors import (
 )
 from synaptic_mesh.runtime.messages import message
 from synaptic_mesh.runtime.subjects import validate_subject
+from synaptic_mesh.transports.base import eager_handler
 
 if TYPE_CHECKING:
     from synaptic_mesh.actors.actor import AgentActor
@@ -194,10 +196,12 @@ async def accept_hotlines(actor: AgentActor) -> None:
     lines = _answering.setdefault(node, {})
     by_id: dict[str, Hotline] = {}  # the lines of this actor that are open, by line id
 
-    async def on_line(subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
+    @eager_handler
+    def on_line(subject: str, frames: Sequence[Any], reply_to: str | None) -> Awaitable[None]:
         line = by_id.get(subject.rpartition(".")[2])
-        if line is not None:  # else a straggler of a closed line: dropped
-            await line._on_frames(subject, frames, reply_to)
+        if line is None:  # a straggler of a closed line: dropped
+            return DONE
+        return line._on_frames(subject, frames, reply_to)
 
     async def on_request(subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
         env = node.open_envelope(subject, frames)

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import anyio
 
 from synaptic_mesh.patterns.lowering import PAIR, lowering_for
+from synaptic_mesh.runtime.eager import DONE
 from synaptic_mesh.runtime.envelope import SYSTEM, TELL, Envelope
 from synaptic_mesh.runtime.errors import HotlineClosed, MeshError
 from synaptic_mesh.runtime.messages import message
-from synaptic_mesh.transports.base import Handler, Subscription
+from synaptic_mesh.transports.base import Handler, Subscription, eager_handler
 
 if TYPE_CHECKING:
     from synaptic_mesh.runtime.node import Node
@@ -234,26 +235,39 @@ class Hotline:
             if now - self._last_sent >= interval:
                 await self._signal(LineSignal("ping"))
 
-    async def _on_frames(self, subject: str, frames: Sequence[Any], reply_to: str | None) -> None:
+    @eager_handler
+    def _on_frames(
+        self, subject: str, frames: Sequence[Any], reply_to: str | None
+    ) -> Awaitable[None]:
+        """A message on this end's subject: queued for ``receive`` (``DONE``), or the line ends.
+
+        Started outside a task by link transports (``eager_handler``): what
+        needs one (ending the line) goes to a task of the node's, after the
+        line is marked closed here, so later messages find it closed.
+        """
         env = self.node.open_envelope(subject, frames)
         if env is None or self.closed_reason is not None:
-            return
+            return DONE
         self._last_heard = self._loop.time()
         if env.seq != self._expected:
             if env.seq < self._expected:
-                return  # a duplicate (at-least-once delivery): already received
-            await self._end(
-                f"line {self.id} lost messages: expected #{self._expected}, got #{env.seq}",
-                normal=False,
-                tell_peer=True,
-            )
-            return
+                return DONE  # a duplicate (at-least-once delivery): already received
+            reason = f"line {self.id} lost messages: expected #{self._expected}, got #{env.seq}"
+            return self._end_soon(reason, normal=False, tell_peer=True)
         self._expected += 1
         body = env.body
         if env.kind == SYSTEM and isinstance(body, LineSignal):
             if body.op == "close":
-                await self._end(body.reason, normal=body.normal, tell_peer=False)
-            return
+                return self._end_soon(body.reason, normal=body.normal, tell_peer=False)
+            return DONE
+        if len(self._items) >= self.capacity:
+            return self._put_when_room(body)
+        self._items.append(body)
+        self._wake()
+        return DONE
+
+    async def _put_when_room(self, body: Any) -> None:
+        """Queue ``body`` once ``receive`` made room (the link's later messages wait)."""
         while len(self._items) >= self.capacity and self.closed_reason is None:
             putter = self._loop.create_future()
             self._putters.append(putter)
@@ -261,6 +275,15 @@ class Hotline:
         if self.closed_reason is None:
             self._items.append(body)
             self._wake()
+
+    def _end_soon(self, reason: str, *, normal: bool, tell_peer: bool) -> Awaitable[None]:
+        """Mark the line closed now; tell the peer and detach in a task of the node's."""
+        self._mark(reason, normal)
+        with suppress(MeshError):  # the node is closing: it detaches everything itself
+            self.node.spawn_system_task(
+                lambda: self._end(reason, normal=normal, tell_peer=tell_peer)
+            )
+        return DONE
 
     async def _end(self, reason: str, *, normal: bool, tell_peer: bool) -> None:
         """Close (if still open) with ``reason``; then tell the other end and detach, once."""

@@ -43,8 +43,8 @@ interest). ``max_message`` follows the ``max_message`` option. ``native``:
 the option below on a full mesh, nothing in a tree.
 
 Native lowerings (``native`` option, a query or keyword option naming the
-patterns; default ``native=pair``; ``native=`` for none; ``pipeline``,
-``survey``, ``bus``, ``pub-sub`` and ``request-reply`` are opt-in)::
+patterns; all opt-in, the default is ``native=`` (none): each costs more per
+message than the generic path over the node's links, or gives up a promise)::
 
     nng+tcp://127.0.0.1:7001?peers=127.0.0.1:7002&native=survey,bus,pair,pipeline,pub-sub
 
@@ -73,11 +73,14 @@ responders" mean what they mean on the router.
   and every loss a later message reveals is counted in ``transport.stats.gaps``.
   Not the default for that reason: a burst of sends (the pattern bench's)
   loses messages, where the router pushes back on the sender instead.
-* PAIR hotline, native (:mod:`~synaptic_mesh.transports.nng_pair`): a
+* PAIR hotline, opt-in (:mod:`~synaptic_mesh.transports.nng_pair`): a
   dedicated monogamous ``Pair1`` socket at each end of each line (handshake
   on ``_line.<id>``; the end that reads the last message closes first), as
   ``zmq+pair`` does; a line whose caller is not native, or whose pipe
-  dropped, runs on the subjects.
+  dropped, runs on the subjects. Not the default: pynng hands each send and
+  receive between NNG's thread and the loop, so a round trip on the line
+  takes about 20% longer than on the generic lowering over the node's links
+  (2,300 against 2,600 round trips/s on ``nng+tcp``, pattern bench).
 * pipeline, opt-in (:mod:`~synaptic_mesh.transports.nng_pipeline`): one
   ``Pull0`` per node and one ``Push0`` per destination node (Push0 cannot
   choose a pipe, so the router's table chooses the node: a keyed subject's
@@ -112,8 +115,9 @@ different sockets, so a bus message, survey question, pipeline item, native
 publish or native ask is not ordered with the sender's traffic on the router
 (a ``tell`` sent after a bus ``send`` may arrive first). Within one lowering,
 order per sender holds while its pipe stays up (one pipe per pair of nodes;
-a hotline's own pair of sockets). The default set is the one whose promises
-the suites and DESIGN.md keep under load; the opt-in four do not.
+a hotline's own pair of sockets). ``pair`` and ``pipeline`` keep the
+promises the suites and DESIGN.md hold under load (the conformance suite runs
+``nng+ipc`` with both); the other four do not.
 
 On uvloop, a subprocess started through the loop runs Python's after-fork
 hooks in the child before it execs; if a garbage collection there finalizes a

@@ -71,17 +71,19 @@ log = logging.getLogger("synaptic_mesh.nng.native")
 
 SUPPORTED: Final = ("survey", "bus", "pair", "pub-sub", "request-reply", "pipeline")
 """The patterns this transport can lower natively (names of ``patterns.lowering.PATTERNS``)."""
-DEFAULT_NATIVE: Final = frozenset({"pair"})
-"""Native by default (on a full mesh): the lowerings that keep their promises under load.
+DEFAULT_NATIVE: Final[frozenset[str]] = frozenset()
+"""Native by default (on a full mesh): none; each native lowering is opt-in.
 
-``pub-sub`` and ``request-reply`` are opt-in because they give up ordering with
-the sender's other traffic on the link. ``survey`` and ``bus`` are opt-in
-because a burst of bus sends overflows Bus0's pipe queues (each loss counted
-in ``stats.gaps``, but lost) where the router pushes back on the sender, and
-the native survey is about ten times slower than the generic one (one NNG
-message and two thread hand-offs per vote). ``pipeline`` keeps its promises
-but is opt-in for the same cost per item: a remote ``Feeder`` streams about
-2.4 times fewer items than on the generic path (see
+``pub-sub`` and ``request-reply`` give up ordering with the sender's other
+traffic on the link. ``survey`` and ``bus``: a burst of bus sends overflows
+Bus0's pipe queues (each loss counted in ``stats.gaps``, but lost) where the
+router pushes back on the sender, and the native survey is about ten times
+slower than the generic one (one NNG message and two thread hand-offs per
+vote). ``pipeline`` and ``pair`` keep their promises but cost more per
+message than the generic path over the node's links, which hand NNG a burst
+in one go where pynng's asynchronous sends and receives hand each message
+between NNG's thread and the loop: a remote ``Feeder`` streams about 3.5
+times fewer items, and a hotline round trip takes about 20% longer (see
 :mod:`~synaptic_mesh.transports.nng`)."""
 ENDPOINTS_PREFIX: Final = "_nng.native"
 ENDPOINTS_MAGIC: Final = b"SMNNGN1"

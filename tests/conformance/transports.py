@@ -388,5 +388,5 @@ CASES: list[TransportCase] = [
     NatsJsCase(),
     PrivateNatsCase(),
     NngCase("nng+tcp"),
-    NngCase("nng+ipc", native="pair,pipeline"),  # the opt-in native pipeline, under the suite
+    NngCase("nng+ipc", native="pair,pipeline"),  # the opt-in native PAIR and pipeline, tested
 ]

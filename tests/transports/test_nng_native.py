@@ -78,7 +78,8 @@ def test_native_option_chooses_the_lowered_patterns() -> None:
 def test_capabilities_follow_the_option_and_the_role() -> None:
     assert NngTcpTransport.capabilities.native == DEFAULT_NATIVE
     for url, expected in [
-        ("nng+tcp://127.0.0.1:0", {"pair"}),
+        ("nng+tcp://127.0.0.1:0", set()),  # every native lowering is opt-in
+        ("nng+tcp://127.0.0.1:0?native=pair", {"pair"}),
         ("nng+tcp://127.0.0.1:0?native=pair,pipeline", {"pair", "pipeline"}),
         ("nng+tcp://127.0.0.1:0?native=survey", {"survey"}),
         ("nng+tcp://127.0.0.1:0?native=", set()),
