@@ -99,15 +99,16 @@ class BusMember(attach.HeldSubscription):
         state = "member" if self.active else "left"
         return f"<BusMember {self.member} of {self.bus!r} {state}>"
 
-    async def send(self, message: Any) -> None:
-        """Send ``message`` to every other member of the bus.
+    def send(self, message: Any) -> Awaitable[None]:
+        """Send ``message`` to every other member of the bus: ``await member.send(msg)``.
 
         Raises ``MeshError`` after ``leave``, ``TransportClosed`` when the node
-        no longer sends.
+        no longer sends. A plain function returning what to await (the
+        lowering's send itself: no coroutine of its own per message).
         """
         if not self.active:
             raise MeshError(f"{self.member} has left bus {self.bus!r}")
-        await self._lowering.send(self._node, self.bus, self.member, message)
+        return self._lowering.send(self._node, self.bus, self.member, message)
 
     async def leave(self) -> None:
         """Stop hearing the bus (idempotent); messages already queued are still handled."""
