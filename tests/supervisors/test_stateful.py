@@ -29,7 +29,9 @@ class SupervisionMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.node: Node | None = None
-        logging.getLogger("synaptic_mesh").setLevel(logging.CRITICAL)
+        self.logger = logging.getLogger("synaptic_mesh")
+        self.level = self.logger.level  # restored by teardown: later tests read these logs
+        self.logger.setLevel(logging.CRITICAL)
 
     def run(self, coro):  # type: ignore[no-untyped-def]
         return self.loop.run_until_complete(coro)
@@ -154,9 +156,12 @@ class SupervisionMachine(RuleBasedStateMachine):
                 running.discard(name)
 
     def teardown(self) -> None:
-        if self.node is not None:
-            self.run(self.node.close())
-        self.loop.close()
+        try:
+            if self.node is not None:
+                self.run(self.node.close())
+            self.loop.close()
+        finally:
+            self.logger.setLevel(self.level)
 
 
 SupervisionMachine.TestCase.settings = settings(

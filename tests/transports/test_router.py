@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -162,6 +163,7 @@ async def test_a_plain_eager_handler_returns_done_or_the_rest_to_wait_for(
 ) -> None:
     """A handler that is a plain function: DONE finishes a delivery at once; a coroutine it
     returns holds the link's later messages until it is done; one that raises is logged."""
+    caplog.set_level(logging.ERROR, logger="synaptic_mesh")
     async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}") as (a, b):
         gate = asyncio.Event()
         got: list[bytes] = []
