@@ -66,7 +66,7 @@ class Dispatcher:
                     try:
                         await handler(actor, item)
                     except Exception as exc:
-                        # a Call taken by its class (a pipeline item) failed on its message
+                        # a Call taken by its class (pipeline item, survey question)
                         failed_on = item.message if isinstance(item, Call) else item
                         if self._crashed(exc, failed_on):
                             mailbox.wake()

@@ -17,7 +17,7 @@ call what needs one (``asyncio.timeout``, AnyIO cancel scopes).
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any, Final
 
 PENDING: Any = object()
@@ -33,7 +33,7 @@ class _Done:
         yield from ()
 
 
-DONE: Final[Any] = _Done()
+DONE: Final[Awaitable[None]] = _Done()
 """What a handler that is a plain function returns when it finished at once.
 
 Such a handler (marked ``eager_handler`` like the coroutine kind) returns

@@ -51,7 +51,8 @@ class Question:
 
 @message(name="pattern_conformance.Call")
 class CallPeer:
-    """Ask a ``Caller`` to open a line to ``peer`` and exchange ``count`` messages."""
+    """Ask a ``Caller`` (or the PAIR tests' ``Talker``) to open a line to ``peer`` and exchange
+    ``count`` messages; ``hold``: seconds the line stays open after them (each actor's docs)."""
 
     peer: str
     count: int

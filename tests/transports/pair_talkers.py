@@ -15,15 +15,8 @@ import pytest
 
 from synaptic_mesh import AgentActor, Node, RemoteError, message, on
 from synaptic_mesh.patterns.hotline import HotlineOpen
-from tests.patterns.actors import LineEcho
+from tests.patterns.actors import CallPeer, LineEcho
 from tests.transports.util import Collector, until
-
-
-@message(name="tests.pair_talkers.Talk")
-class Talk:
-    peer: str
-    count: int
-    hold: float = 0.0
 
 
 @message(name="tests.pair_talkers.Talked")
@@ -36,8 +29,8 @@ class Talker(AgentActor):
     """Opens a line, sends ``count`` messages, reads the echoes; says whether the line's own
     socket carried them (``False`` on a transport without a native PAIR lowering)."""
 
-    @on(Talk)
-    async def talk(self, msg: Talk) -> Talked:
+    @on(CallPeer)
+    async def talk(self, msg: CallPeer) -> Talked:
         async with self.hotline(msg.peer, heartbeat=0.2) as line:
             lowering: Any = self.node.transport.native_lowering("pair")
             end = lowering.calling.get(line.id) if lowering is not None else None
@@ -56,13 +49,13 @@ async def busy_peer_scenario(a: Node, b: Node) -> None:
     await a.spawn(Talker, "core.claude")
     await a.spawn(Talker, "core.other")
     lowering: Any = b.transport.native_lowering("pair")
-    first = asyncio.ensure_future(a.ask("core.claude", Talk("core.gemini", 1, 0.6), timeout=10))
+    first = asyncio.ensure_future(a.ask("core.claude", CallPeer("core.gemini", 1, 0.6), timeout=10))
     await until(lambda: any(e.up for e in lowering.answering.values()), what="line up")
     holding = set(lowering.answering)
     with pytest.raises(
         RemoteError, match=r"HotlineBusy: core.gemini is on a hotline with core.claude"
     ):
-        await a.ask("core.other", Talk("core.gemini", 1), timeout=10)
+        await a.ask("core.other", CallPeer("core.gemini", 1), timeout=10)
     await until(lambda: set(lowering.answering) == holding, what="refused socket closed")
     assert (await first).on_pair
     await until(lambda: not lowering.answering, what="answering socket released")

@@ -17,9 +17,8 @@ import pytest
 from synaptic_mesh import AgentActor, RemoteError, on
 from synaptic_mesh.transports.nng_native import pack
 from synaptic_mesh.transports.nng_pair import PAIR_HELLO
-from tests.patterns.actors import LineEcho
+from tests.patterns.actors import CallPeer, LineEcho
 from tests.transports.pair_talkers import (
-    Talk,
     Talked,
     Talker,
     busy_peer_scenario,
@@ -37,7 +36,7 @@ async def test_a_hotline_runs_on_its_own_pair1_sockets_and_they_close_with_it(
         await b.spawn(LineEcho, "core.gemini")
         await a.spawn(Talker, "core.claude")
         before = a.transport.link_stats(b.transport.id)  # type: ignore[attr-defined]
-        talked = await a.ask("core.claude", Talk("core.gemini", 200), timeout=10)
+        talked = await a.ask("core.claude", CallPeer("core.gemini", 200), timeout=10)
         assert talked.replies == [f"echo {n}" for n in range(200)]
         assert talked.on_pair, "the line's messages went over its Pair1 socket"
         after = a.transport.link_stats(b.transport.id)  # type: ignore[attr-defined]
@@ -62,7 +61,7 @@ async def test_a_caller_on_the_generic_lowering_gets_no_handshake() -> None:
         assert "pair" not in a.transport.capabilities.native  # type: ignore[attr-defined]
         await b.spawn(LineEcho, "core.gemini")
         await a.spawn(Talker, "core.claude")
-        talked = await a.ask("core.claude", Talk("core.gemini", 20), timeout=10)
+        talked = await a.ask("core.claude", CallPeer("core.gemini", 20), timeout=10)
         assert talked.replies == [f"echo {n}" for n in range(20)]
         assert not a.recent_dead_letters, "a handshake the caller cannot read was sent"
         assert b.transport.stats.sent == 0  # type: ignore[attr-defined]
@@ -73,8 +72,8 @@ async def test_a_line_whose_pipe_drops_goes_on_over_the_subjects() -> None:
         await b.spawn(LineEcho, "core.gemini")
 
         class Breaker(AgentActor):
-            @on(Talk)
-            async def talk(self, msg: Talk) -> Talked:
+            @on(CallPeer)
+            async def talk(self, msg: CallPeer) -> Talked:
                 async with self.hotline(msg.peer, heartbeat=0.2) as line:
                     lowering = self.node.transport.lowerings["pair"]  # type: ignore[attr-defined]
                     await line.send("0")
@@ -88,7 +87,7 @@ async def test_a_line_whose_pipe_drops_goes_on_over_the_subjects() -> None:
 
         await a.spawn(Breaker, "core.breaker")
         try:
-            talked = await a.ask("core.breaker", Talk("core.gemini", 5), timeout=10)
+            talked = await a.ask("core.breaker", CallPeer("core.gemini", 5), timeout=10)
         except RemoteError as exc:
             # An echo b sent on its Pair1 before it saw the pipe drop is lost with the
             # pipe; the line's sequence numbers catch that and close the line: never a
@@ -129,7 +128,7 @@ async def test_a_foreign_pair1_peer_is_dead_lettered_and_the_node_goes_on(
                 foreign.close()
         await b.spawn(LineEcho, "core.gemini")
         await a.spawn(Talker, "core.claude")
-        talked = await a.ask("core.claude", Talk("core.gemini", 3), timeout=10)
+        talked = await a.ask("core.claude", CallPeer("core.gemini", 3), timeout=10)
         assert talked.replies == ["echo 0", "echo 1", "echo 2"] and talked.on_pair
 
 
@@ -140,7 +139,7 @@ async def test_lines_and_nodes_leak_no_file_descriptor(scheme: str, no_leaks: An
             await b.spawn(LineEcho, "core.gemini")
             await a.spawn(Talker, "core.claude")
             for _ in range(3):
-                talked = await a.ask("core.claude", Talk("core.gemini", 5), timeout=10)
+                talked = await a.ask("core.claude", CallPeer("core.gemini", 5), timeout=10)
                 assert talked.on_pair
 
     await cycle()

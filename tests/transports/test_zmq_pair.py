@@ -12,8 +12,8 @@ import zmq.asyncio
 from synaptic_mesh import Node
 from synaptic_mesh.runtime.transport_lookup import transport_class
 from synaptic_mesh.transports.zmq_pair import PAIR_HELLO, ZmqPairTransport
-from tests.patterns.actors import LineEcho
-from tests.transports.pair_talkers import Talk, Talker, busy_peer_scenario, open_line_by_hand
+from tests.patterns.actors import CallPeer, LineEcho
+from tests.transports.pair_talkers import Talker, busy_peer_scenario, open_line_by_hand
 from tests.transports.util import FAST, until
 
 
@@ -47,7 +47,7 @@ async def test_a_hotline_runs_on_its_own_pair_sockets_and_they_close_with_it() -
         await b.spawn(LineEcho, "core.gemini")
         await a.spawn(Talker, "core.claude")
         before = a.transport.link_stats(b.transport.id)  # type: ignore[attr-defined]
-        talked = await a.ask("core.claude", Talk("core.gemini", 200), timeout=10)
+        talked = await a.ask("core.claude", CallPeer("core.gemini", 200), timeout=10)
         assert talked.replies == [f"echo {n}" for n in range(200)]
         assert talked.on_pair, "the line's messages went over its PAIR socket"
         after = a.transport.link_stats(b.transport.id)  # type: ignore[attr-defined]
@@ -94,7 +94,7 @@ async def test_a_foreign_pair_peer_gets_dead_letters_and_the_node_goes_on(
         assert any("not a line message" in r.getMessage() for r in caplog.records)
         await b.spawn(LineEcho, "core.gemini")
         await a.spawn(Talker, "core.claude")
-        talked = await a.ask("core.claude", Talk("core.gemini", 3), timeout=10)
+        talked = await a.ask("core.claude", CallPeer("core.gemini", 3), timeout=10)
         assert talked.replies == ["echo 0", "echo 1", "echo 2"] and talked.on_pair
     finally:
         for raw in raws:
@@ -115,7 +115,7 @@ async def test_lines_and_nodes_leak_no_descriptor_or_task(no_leaks) -> None:
             await b.spawn(LineEcho, "core.gemini")
             await a.spawn(Talker, "core.claude")
             for _ in range(3):
-                talked = await a.ask("core.claude", Talk("core.gemini", 5), timeout=10)
+                talked = await a.ask("core.claude", CallPeer("core.gemini", 5), timeout=10)
                 assert talked.on_pair
         finally:
             await b.close()
