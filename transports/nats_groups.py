@@ -183,9 +183,22 @@ class NatsDelivery:
         ask sent right after a remote ``spawn``). Skipped while disconnected:
         the client sends the subscription again on reconnect.
         """
-        if self._nc.is_connected:
-            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError, OSError):
-                await self._nc.flush(timeout=max(1, int(self.settings.connect_timeout)))
+        timeout = max(1, int(self.settings.connect_timeout))
+        for _attempt in range(2):  # a loaded server may miss one round trip's timeout
+            if not self._nc.is_connected:
+                return
+            try:
+                await self._nc.flush(timeout=timeout)
+                return
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                failure = exc
+        log.warning(
+            "%s: the server did not confirm a new subscription in %d s twice (%s): a publish "
+            "from another connection may find nobody for a moment",
+            self.url,
+            timeout,
+            type(failure).__name__,
+        )
 
     def _drop_group(self, group: SubscriptionGroup) -> None:
         key = (group.pattern, group.queue)
