@@ -62,6 +62,7 @@ from synaptic_mesh.patterns.pipeline_lease_wire import (
 )
 from synaptic_mesh.patterns.pipeline_producer import LeasedFeed, key_for
 from synaptic_mesh.patterns.pipeline_run import GATE, PIPE_PREFIX, FeedRefused
+from synaptic_mesh.runtime.eager import DONE
 from synaptic_mesh.runtime.envelope import ASK, ERROR, TELL, Envelope
 from synaptic_mesh.runtime.errors import (
     AskTimeout,
@@ -189,7 +190,9 @@ class Feeder:
         available[pool] -= 1
         try:
             if lease.dispatch is None:
-                await node.send_frames(subject, node.encode(env))
+                sending = node.send_frames(subject, node.encode(env))
+                if sending is not DONE:  # DONE: sent at once (no await, no generator)
+                    await sending
             else:
                 await lease.dispatch(node, env)
         except BaseException:

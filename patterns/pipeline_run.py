@@ -159,7 +159,7 @@ class PipelineRuntime:
             base = f"{PIPE_PREFIX}.{self.name}.{stage.name}"
             count = stage.workers or 1
             self._routes.append((count, base, [f"{base}.{n}" for n in range(1, count + 1)]))
-        self._names = [s.name for s in spec.stages]
+        self.stage_names = [s.name for s in spec.stages]  # by index (ItemMeta.stage)
         self._lowering = _lowering(node)
         self.closed: str | None = None
         self.leases = Leases(self, self.credits[0], getattr(spec, "lease_ttl", DEFAULT_TTL))
@@ -205,10 +205,8 @@ class PipelineRuntime:
         return None
 
     def handing_on(self, meta: ItemMeta, result: Any) -> bool:
-        """Count a finished item; whether ``result`` must go on (a next stage or ``output``)."""
-        self.stats.processed[self._names[meta.stage]] += 1
-        if result is None:
-            return False
+        """Whether ``result`` (not ``None``) of a processed item must go on (a next stage or
+        ``output``); a result of the last stage counts as completed."""
         if meta.stage + 1 < len(self._routes):
             return True
         self.stats.completed += 1

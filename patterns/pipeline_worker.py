@@ -174,8 +174,9 @@ async def process_item(worker: StageWorker, call: ItemCall) -> None:
         finally:
             worker._mesh_item = None
         # The item is finished once its result is handed on; only then does its credit return.
+        runtime.stats.processed[runtime.stage_names[meta.stage]] += 1
         try:
-            if runtime.handing_on(meta, result):
+            if result is not None and runtime.handing_on(meta, result):
                 await runtime.hand_on(meta, result, worker.subject)
         except PipelineClosed as exc:
             worker.node.dead_letter(f"result not handed on: {exc}", worker.subject, result)
