@@ -57,6 +57,7 @@ def _as_buffer(frame: Buffer) -> memoryview | bytes:
 
 _PREFIXES = [struct.Struct(f">{n + 1}I") for n in range(9)]
 """The count-and-lengths prefix of messages of 0 to 8 frames, compiled once."""
+_PREFIX_2 = _PREFIXES[2]
 
 
 def encode_message(frames: Sequence[Buffer], limits: LinkLimits) -> tuple[list[Buffer], int]:
@@ -66,6 +67,19 @@ def encode_message(frames: Sequence[Buffer], limits: LinkLimits) -> tuple[list[B
     the peer would refuse it and close the link).
     """
     n = len(frames)
+    if n == 2:  # the common small message (a header and an envelope): one join, no lists
+        head, body = frames
+        if type(head) is bytes and type(body) is bytes:
+            a, b = len(head), len(body)
+            total = a + b
+            if (
+                total < JOIN_BELOW
+                and total <= limits.max_message
+                and n <= limits.max_frames
+                and a <= limits.max_frame
+                and b <= limits.max_frame
+            ):
+                return [b"".join((_PREFIX_2.pack(2, a, b), head, body))], total
     if not 1 <= n <= limits.max_frames:
         raise ValueError(f"a message has 1 to {limits.max_frames} frames, got {n}")
     views: list[Buffer] = []

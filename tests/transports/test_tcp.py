@@ -20,7 +20,7 @@ from synaptic_mesh.runtime import router_protocol as proto
 from synaptic_mesh.runtime.router_settings import RouterSettings
 from synaptic_mesh.runtime.transport_lookup import open_transport, transport_class
 from synaptic_mesh.transports.base import BadFrame, LinkClosed
-from synaptic_mesh.transports.framing import PREAMBLE, LinkLimits
+from synaptic_mesh.transports.framing import PREAMBLE, LinkLimits, encode_message
 from synaptic_mesh.transports.tcp import TcpConnector, TcpTransport, parse_url
 from tests.transports.util import Collector, RawPeer, raw_header, tcp_nodes, until, wire
 
@@ -120,6 +120,22 @@ async def test_publish_beyond_max_message_or_frames_raises_value_error() -> None
         await a.publish("size.ok", [b"late"])
 
 
+def test_two_frame_messages_take_the_same_wire_form_as_any_other() -> None:
+    """A header and an envelope (the common message) are framed by a shortcut: same bytes,
+    same limits as the general path."""
+    limits = LinkLimits(max_frame=64, max_message=100)
+    pieces, size = encode_message([b"h" * 10, b"e" * 50], limits)
+    general, _ = encode_message([b"h" * 10, bytearray(b"e" * 50)], limits)
+    assert size == 60 and b"".join(pieces) == b"".join(bytes(p) for p in general)
+    assert pieces[0] == raw_header(2, 10, 50) + b"h" * 10 + b"e" * 50
+    with pytest.raises(ValueError, match="exceeds the link's max_message 100"):
+        encode_message([b"h" * 60, b"e" * 60], limits)
+    with pytest.raises(ValueError, match="largest frame 65"):
+        encode_message([b"h", b"e" * 65], limits)
+    with pytest.raises(ValueError, match="1 to 1 frames"):
+        encode_message([b"h", b"e"], LinkLimits(max_frames=1))
+
+
 # -- bad input on the wire -----------------------------------------------------------------
 
 _HELLO = PREAMBLE + wire(proto.hello("raw-peer", "mesh", 4096, 1 << 24))
@@ -128,6 +144,10 @@ BAD_INPUTS = {
     "garbage bytes": (b"GET / HTTP/1.1\r\nHost: mesh\r\n\r\n", "preamble"),
     "negative length prefix": (_HELLO + raw_header(1, 0xFFFFFFFF), "exceeds max_frame"),
     "oversized length prefix": (_HELLO + raw_header(2, 8, 70_000), "exceeds max_frame 65536"),
+    "two frames over max_message": (  # each small, together over the link's 1000 + MAX_HEADER
+        _HELLO + raw_header(2, 40_000, 40_000) + bytes(80_000),
+        f"message of 80000 bytes exceeds max_message {1000 + proto.MAX_HEADER}",
+    ),
     "zero frame count": (_HELLO + raw_header(0), "bad frame count 0"),
     "huge frame count": (_HELLO + raw_header(0x7FFFFFFF), "bad frame count 2147483647"),
     "header not msgpack": (_HELLO + wire([b"\xc1\xc1 not msgpack"]), "not valid msgpack"),
