@@ -318,6 +318,21 @@ def _raise_encode(exc: FieldError, owner: str) -> NoReturn:
 
 
 def _check_envelope(env: Envelope, limits: CodecLimits) -> None:
+    sender, reply_to, corr, seq = env.sender, env.reply_to, env.corr, env.seq
+    if (  # the envelope as a node makes it: exact types, no headers; else check each field
+        type(env.id) is str
+        and env.kind in KINDS
+        and type(env.subject) is str
+        and env.subject
+        and (sender is None or type(sender) is str)
+        and (reply_to is None or type(reply_to) is str)
+        and (corr is None or type(corr) is str)
+        and type(seq) is int
+        and seq >= 0
+        and (env.deadline is None or type(env.deadline) is float)
+        and env.headers is None
+    ):
+        return
     if not isinstance(env.id, str):
         raise TypeError(f"envelope id must be str, got {describe(env.id)}")
     if env.kind not in KINDS:
