@@ -393,8 +393,7 @@ async def attach_respondent(
 
     @eager_handler
     def on_question(subject: str, frames: Sequence[Any], reply_to: str | None) -> Awaitable[None]:
-        first = frames[0] if frames else None
-        env = first if type(first) is Envelope else node.open_envelope(subject, frames)
+        env = node.open_envelope(subject, frames)  # in process: the Envelope itself
         if env is None:
             return DONE
         answer_to = env.reply_to or reply_to

@@ -619,6 +619,10 @@ def test_encode_accepts_bytes_like_and_int_for_float() -> None:
     assert decoded.f == 2.0 and type(decoded.f) is float
 
 
+class Name(str):
+    """A str subclass: an envelope field may be one."""
+
+
 def test_encode_checks_envelope_and_limits() -> None:
     with pytest.raises(ValueError, match="does not match its body"):
         encode(Envelope("id", "tell", "a.b", Verify("x"), type="test_codec.Leaf"))
@@ -630,6 +634,16 @@ def test_encode_checks_envelope_and_limits() -> None:
         encode(Envelope("id", "tell", ""))
     with pytest.raises(ValueError, match="seq"):
         encode(Envelope("id", "tell", "a.b", seq=-1))
+    with pytest.raises(ValueError, match="seq must be a non-negative int, got True"):
+        encode(Envelope("id", "tell", "a.b", seq=True))
+    with pytest.raises(TypeError, match="envelope sender must be str or None, got int"):
+        encode(Envelope("id", "tell", "a.b", sender=1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="envelope id must be str"):
+        encode(Envelope(7, "tell", "a.b"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="deadline must be float or None"):
+        encode(Envelope("id", "tell", "a.b", deadline="soon"))  # type: ignore[arg-type]
+    # what the shortcut for a node's own envelopes leaves to the field checks, and they accept
+    assert decode(encode(Envelope("id", "tell", "a.b", deadline=5, sender=Name("s")))).sender == "s"
     with pytest.raises(TypeError, match="headers"):
         encode(Envelope("id", "tell", "a.b", headers={"k": object()}))
     with pytest.raises(ValueError, match="over the limit of 64"):
