@@ -31,6 +31,9 @@ from synaptic_mesh.transports.base import Buffer, Link, LinkClosed, LinkProtocol
 Key = tuple[str, "str | None"]
 """One unit of interest: ``(pattern, queue)``."""
 
+BATCH_BYTES = 64 * 1024
+"""A MSGS goes out once its messages reach this many bytes (or ``proto.MAX_BATCH`` messages)."""
+
 
 @dataclass
 class LinkStats:
@@ -98,6 +101,8 @@ class Peer:
         state = self._live_link()
         if state is None:
             return False
+        if reply_to is None and len(frames) == 1:
+            return state.try_send_one(subject, queues, hops, frames[0], size)
         header = proto.msg_header(subject, reply_to, queues, hops)
         return state.try_send_msg(header, frames, len(header) + size)
 
@@ -119,8 +124,10 @@ class LinkState:
         exports: tuple[str, ...] | None,
         window_msgs: int,
         window_bytes: int,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self.link = link
         self.dialed = dialed  # the address we dialed, None for an accepted link
         self.exports = exports  # prefixes this link may learn of (a branch's parent link)
@@ -139,10 +146,19 @@ class LinkState:
         self._credit_msgs = 0
         self._credit_bytes = 0
         self._credit_waiters: list[asyncio.Future[None]] = []
+        # sending: the MSGS being gathered, and what the turn's last one-frame MSG was for
+        self.batch_bytes = batch_bytes
+        self._batch: list[Buffer] | None = None  # its header, then one frame per message
+        self._batch_size = 0  # bytes of its messages (the header not counted)
+        self._last_subject: str | None = None
+        self._last_queues: Sequence[str] = ()
+        self._last_hops = 0
+        self._turn_ends = False  # _end_turn is scheduled
         # receiving: our window, what waits for delivery, credit not yet returned
         self.window_msgs = window_msgs
         self.window_bytes = window_bytes
-        self.queue: deque[tuple[list[Any], list[Buffer], int]] = deque()
+        # received MSG and MSGS waiting for delivery: header, frames, bytes, messages
+        self.queue: deque[tuple[list[Any], list[Buffer], int, int]] = deque()
         self.busy = False  # a delivery is under way in a task; later MSGs queue behind it
         self._held_msgs = 0
         self._held_bytes = 0
@@ -188,6 +204,8 @@ class LinkState:
         so up to half of it may stay unreturned for as long as no other traffic
         comes, and a sender waiting for all of it would wait for ever.
         """
+        if self._batch is not None:
+            self._send_batch()
         window = self._peer_window_bytes
         while self._credit_msgs < 1 or (
             self._credit_bytes < size and (size <= window or self._credit_bytes * 2 <= window)
@@ -215,6 +233,8 @@ class LinkState:
         """
         if self._credit_msgs < 1 or self._credit_bytes < size:
             return False
+        if self._batch is not None:
+            self._send_batch()
         if not self.link.try_send([header, *frames]):
             return False
         self._credit_msgs -= 1
@@ -223,10 +243,89 @@ class LinkState:
         self.stats.bytes_sent += size
         return True
 
+    def try_send_one(
+        self, subject: str, queues: Sequence[str], hops: int, frame: Buffer, size: int
+    ) -> bool:
+        """``try_send_msg`` for a message of one frame and no reply subject, gathered in a MSGS
+        where that saves link messages.
+
+        The first such message of a turn of the event loop goes at once as a
+        MSG, so a lone message waits for nothing. Those that follow it to the
+        same subject in the same turn (a burst of tells or replies) are
+        gathered in a MSGS, sent when the turn ends, when it is full, or
+        before anything else goes over this link, so the link's order holds.
+        Each gathered message takes its credit as it joins, the MSGS header
+        with the first; the receiver counts the MSGS alike. ``size`` is the
+        bytes of ``frame``.
+        """
+        if (
+            subject == self._last_subject
+            and hops == self._last_hops
+            and queues == self._last_queues
+            and type(frame) is bytes
+            and size <= self.batch_bytes
+        ):
+            batch = self._batch
+            if batch is not None and self._batch_size + size > self.batch_bytes:
+                self._send_batch()
+                batch = None
+            if batch is None:
+                if not self.link.can_send_now():
+                    return False
+                header = proto.msgs_header(subject, queues, hops)
+                cost = len(header) + size
+                if self._credit_msgs < 1 or self._credit_bytes < cost:
+                    return False
+                batch = self._batch = [header, frame]
+                self._batch_size = size
+            else:
+                cost = size
+                if self._credit_msgs < 1 or self._credit_bytes < cost:
+                    return False
+                batch.append(frame)
+                self._batch_size += size
+            self._credit_msgs -= 1
+            self._credit_bytes -= cost
+            self.stats.messages_sent += 1
+            self.stats.bytes_sent += cost
+            if len(batch) > proto.MAX_BATCH:
+                self._send_batch()
+            return True
+        header = proto.msg_header(subject, None, queues, hops)
+        if not self.try_send_msg(header, (frame,), len(header) + size):
+            return False
+        self._last_subject, self._last_queues, self._last_hops = subject, queues, hops
+        if not self._turn_ends:
+            self._turn_ends = True
+            self._loop.call_soon(self._end_turn)
+        return True
+
+    def _end_turn(self) -> None:
+        """The turn of the event loop is over: what was gathered goes, nothing more joins it."""
+        self._turn_ends = False
+        self._last_subject = None
+        if self._batch is not None:
+            self._send_batch()
+
+    def _send_batch(self) -> None:
+        """Send the MSGS being gathered (its credit was taken as its messages joined)."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        link = self.link
+        try:
+            if not link.try_send(batch):
+                # The link's buffer passed its high-water mark since the MSGS opened: it
+                # goes anyway (at most one MSGS over the mark: none opens while paused).
+                link.send_nowait(batch)
+        except LinkClosed:
+            pass  # the link is gone, and with it what was on its way
+
     # -- receiving MSG --------------------------------------------------------------
 
-    def admit(self, frames: list[Buffer]) -> int:
-        """Count a received MSG against our window; its size in bytes.
+    def admit(self, frames: list[Buffer], count: int = 1) -> int:
+        """Count a received MSG (or a MSGS of ``count`` messages) against our window; its
+        size in bytes.
 
         ``_held_*`` counts what the peer sent and we have not credited back
         yet; an honest sender never exceeds the window, except with a message
@@ -235,9 +334,9 @@ class LinkState:
         ``RouterProtocolError`` for a peer that overran it.
         """
         size = _size(frames)
-        self.stats.messages_received += 1
+        self.stats.messages_received += count
         self.stats.bytes_received += size
-        self._held_msgs += 1
+        self._held_msgs += count
         self._held_bytes += size
         if size > self.window_bytes:
             overrun = (self._held_bytes - size) * 2 >= self.window_bytes
@@ -250,9 +349,10 @@ class LinkState:
             )
         return size
 
-    def delivered(self, size: int) -> None:
-        """One MSG was handled: return credit once half a window is used up."""
-        self._unreturned_msgs += 1
+    def delivered(self, size: int, count: int = 1) -> None:
+        """One MSG (or a MSGS of ``count`` messages) was handled: return credit once half
+        a window is used up."""
+        self._unreturned_msgs += count
         self._unreturned_bytes += size
         if (
             self._unreturned_msgs * 2 >= self.window_msgs
@@ -268,6 +368,8 @@ class LinkState:
 
     def send_control(self, frames: Sequence[Buffer]) -> bool:
         """Send a control message now; False if the link is already closed."""
+        if self._batch is not None:
+            self._send_batch()
         try:
             self.link.send_nowait(frames)
         except LinkClosed:
@@ -291,6 +393,7 @@ class LinkState:
 
     def wake(self) -> None:
         """The link closed: release every sender, barrier and the delivery task."""
+        self._batch = None
         for waiter in self._credit_waiters:
             if not waiter.done():
                 waiter.set_result(None)

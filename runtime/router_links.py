@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from synaptic_mesh.runtime import eager
 from synaptic_mesh.runtime import router_protocol as proto
-from synaptic_mesh.runtime.router_link import LinkState, Peer, sole_recipient
+from synaptic_mesh.runtime.router_link import BATCH_BYTES, LinkState, Peer, sole_recipient
 from synaptic_mesh.runtime.subjects import InvalidSubject
 from synaptic_mesh.transports.base import (
     BadFrame,
@@ -96,7 +96,8 @@ class LinkService:
     ) -> bool | None:
         """Run one link until it closes; True if it got up, None if it was ourselves."""
         s = self.settings
-        state = LinkState(link, dialed, exports, s.window_msgs, s.window_bytes)
+        batch = min(BATCH_BYTES, s.max_message)  # a MSGS stays within the link's limits
+        state = LinkState(link, dialed, exports, s.window_msgs, s.window_bytes, batch)
         state.counted = True  # not a peer yet: a silent stranger must not stall verdicts
         self._links.add(state)
         reason = "closed"
@@ -213,7 +214,7 @@ class LinkService:
         state.last_rx = self._loop.time()
         items = proto.decode_header(frames)
         op = items[0]
-        if op == proto.MSG:
+        if op == proto.MSG or op == proto.MSGS:
             self._on_msg(state, items, frames)
         elif op == proto.SUB:
             self._interest.peer_add(state, (items[1], items[2]))
@@ -250,18 +251,20 @@ class LinkService:
     def _on_msg(
         self: RoutedTransport, state: LinkState, items: list[Any], frames: list[Any]
     ) -> None:
-        """Deliver a MSG now if nothing is in progress on its link, else queue it.
+        """Deliver a MSG (or the messages of a MSGS) now if nothing is in progress on its
+        link, else queue it.
 
         Most MSGs go to one actor of this node: their handler (marked
         ``eager_handler``) is started right here and usually finishes without
         waiting, which saves a task per message. One that waits, and every
         other delivery (queue groups, several subscribers, forwarding in a
         tree), continues in a task; later MSGs of the link queue behind it, so
-        the link's order holds.
+        the link's order holds. A MSGS is routed once for all its messages.
         """
-        size = state.admit(frames)
+        count = 1 if items[0] == proto.MSG else len(frames) - 1
+        size = state.admit(frames, count)
         if state.busy or state.draining:
-            state.queue.append((items, frames, size))
+            state.queue.append((items, frames, size, count))
             return
         subject = items[1]
         try:
@@ -272,9 +275,12 @@ class LinkService:
         sole = sole_recipient(match, items[3])
         sub = sole[0] if sole is not None else None
         if type(sub) is not HandlerSubscription or not sub.eager:
-            state.queue.append((items, frames, size))
+            state.queue.append((items, frames, size, count))
             state.busy = True
             self._spawn(self._deliver(state), "delivery")
+            return
+        if count > 1 or items[0] != proto.MSG:
+            self._on_batch(state, sub, subject, frames, items, size, count)
             return
         if sub.active:
             try:
@@ -290,6 +296,41 @@ class LinkService:
                     return
         state.delivered(size)
 
+    def _on_batch(
+        self: RoutedTransport,
+        state: LinkState,
+        sub: HandlerSubscription,
+        subject: str,
+        frames: list[Any],
+        items: list[Any],
+        size: int,
+        count: int,
+    ) -> None:
+        """``_on_msg`` for the messages of a MSGS, one at a time, to their one handler.
+
+        When one has to wait, the rest of the MSGS queues behind it (with the
+        MSGS's credit, returned once all of it is delivered).
+        """
+        handler = sub.handler
+        for i in range(1, len(frames)):
+            if not sub.active:
+                break
+            try:
+                coro = handler(subject, (frames[i],), None)
+                result, yielded = (None, None) if coro is eager.DONE else eager.step(coro)
+            except Exception:
+                log.exception("%s: handler of %s failed on %s", self.id, sub.pattern, subject)
+                continue
+            if result is eager.PENDING:
+                state.busy = True
+                rest = eager.Resumed(coro, yielded)
+                if i + 1 < len(frames):
+                    state.queue.append((items, [frames[0], *frames[i + 1 :]], size, count))
+                    size = count = 0
+                self._spawn(self._finish(state, sub, subject, rest, size, count), "delivery")
+                return
+        state.delivered(size, count)
+
     async def _finish(
         self: RoutedTransport,
         state: LinkState,
@@ -297,13 +338,15 @@ class LinkService:
         subject: str,
         resumed: eager.Resumed,
         size: int,
+        count: int = 1,
     ) -> None:
         """The rest of a delivery ``_on_msg`` started, then whatever queued behind it."""
         try:
             await resumed
         except Exception:
             log.exception("%s: handler of %s failed on %s", self.id, sub.pattern, subject)
-        state.delivered(size)
+        if count:
+            state.delivered(size, count)
         await self._deliver(state)
 
     async def _deliver(self: RoutedTransport, state: LinkState) -> None:
@@ -311,15 +354,19 @@ class LinkService:
         queue = state.queue
         try:
             while queue and not state.draining:
-                items, frames, size = queue.popleft()
-                try:
-                    await self._route(items[1], frames[1:], items[2], state, items[3], items[4])
-                except InvalidSubject as exc:
-                    self._invalid_subject(state, exc, frames)
-                    return
-                except Exception:  # a bug, not the peer's fault: keep the link's deliveries going
-                    log.exception("%s: delivering %s from %s failed", self.id, items[1], state.name)
-                state.delivered(size)
+                items, frames, size, count = queue.popleft()
+                # a MSG's frames are one message; each frame of a MSGS is one
+                for message in (frames[1:],) if items[0] == proto.MSG else _singles(frames):
+                    try:
+                        await self._route(items[1], message, items[2], state, items[3], items[4])
+                    except InvalidSubject as exc:
+                        self._invalid_subject(state, exc, frames)
+                        return
+                    except Exception:  # a bug, not the peer's fault: keep deliveries going
+                        log.exception(
+                            "%s: delivering %s from %s failed", self.id, items[1], state.name
+                        )
+                state.delivered(size, count)
                 del items, frames  # keep no delivered message alive while the next one waits
         finally:
             state.busy = False
@@ -393,9 +440,14 @@ class LinkService:
         if frames:
             try:
                 items = proto.decode_header(frames)
-                if items[0] == proto.MSG:
+                if items[0] == proto.MSG or items[0] == proto.MSGS:
                     subject, payload = items[1], tuple(frames[1:])
             except LinkProtocolError:
                 payload = tuple(frames)
         preview = bytes(frames[0][:32]).hex() if frames else ""
         self._fire(self.on_bad_frame, BadFrame(state.name, reason, subject, payload, preview))
+
+
+def _singles(frames: list[Any]) -> list[tuple[Any]]:
+    """The messages of a MSGS: each frame after its header, as a message of one frame."""
+    return [(frame,) for frame in frames[1:]]

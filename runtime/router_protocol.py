@@ -1,9 +1,15 @@
 """The router's wire protocol: what two nodes say to each other over one link.
 
 Every link message starts with a *header frame*, a msgpack array whose first
-item is an operation code; only ``MSG`` carries more frames, the message's
-own frames passed through untouched (frame 0 the envelope the node encoded,
-then its attachments). The router never decodes an envelope.
+item is an operation code; only ``MSG`` and ``MSGS`` carry more frames. A
+``MSG`` carries one message's own frames, passed through untouched (frame 0
+the envelope the node encoded, then its attachments). A ``MSGS`` carries a
+run of messages for one subject, each a single frame (an envelope without
+attachments or reply subject): a sender streaming small messages to one
+subject pays one header, one route and one link message for up to
+``MAX_BATCH`` of them (see ``LinkState.try_send_one``). Each message of a
+``MSGS`` counts as one against the receiver's window, as a ``MSG`` does. The
+router never decodes an envelope.
 
 ======== =============================================== ============================
 op       header                                          meaning
@@ -16,6 +22,7 @@ PING     ``[5]`` / PONG ``[6]``                          heartbeat
 FLUSH    ``[7, token]`` / FLUSHED ``[8, token]``         barrier: all before it applied
 CREDIT   ``[9, messages, bytes]``                        receiver consumed that much
 BYE      ``[10, reason]``                                graceful goodbye
+MSGS     ``[11, subject, nil, [queue...], hops]``        several messages, one frame each
 ======== =============================================== ============================
 
 ``topology`` is ``"mesh"`` or ``"tree"``; both ends must agree. ``wmsgs`` and
@@ -37,7 +44,7 @@ import msgpack
 from synaptic_mesh.runtime.subjects import InvalidSubject, validate_pattern
 from synaptic_mesh.transports.base import Buffer, LinkProtocolError
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 
 HELLO: Final = 1
 SUB: Final = 2
@@ -49,6 +56,7 @@ FLUSH: Final = 7
 FLUSHED: Final = 8
 CREDIT: Final = 9
 BYE: Final = 10
+MSGS: Final = 11
 
 MAX_HEADER: Final = 64 * 1024
 """Largest header frame accepted, in bytes."""
@@ -56,6 +64,8 @@ MAX_QUEUES: Final = 1024
 """Most queue groups one MSG may assign."""
 MAX_HOPS: Final = 32
 """A MSG relayed more often than this is dropped: only a misconfigured cycle does that."""
+MAX_BATCH: Final = 255
+"""Most messages one MSGS carries (a link message has at most 256 frames)."""
 TOPOLOGIES: Final = ("mesh", "tree")
 
 _NAMES: Final = {
@@ -69,6 +79,7 @@ _NAMES: Final = {
     FLUSHED: "FLUSHED",
     CREDIT: "CREDIT",
     BYE: "BYE",
+    MSGS: "MSGS",
 }
 # minimum items per op (after the op code itself)
 _ARITY: Final = {
@@ -82,6 +93,7 @@ _ARITY: Final = {
     FLUSHED: 1,
     CREDIT: 2,
     BYE: 1,
+    MSGS: 4,
 }
 
 PING_FRAMES: Final = (msgpack.packb([PING]),)
@@ -102,6 +114,10 @@ def interest(op: int, pattern: str, queue: str | None) -> tuple[bytes]:
 
 def msg_header(subject: str, reply_to: str | None, queues: Sequence[str], hops: int) -> bytes:
     return msgpack.packb([MSG, subject, reply_to, queues, hops])
+
+
+def msgs_header(subject: str, queues: Sequence[str], hops: int) -> bytes:
+    return msgpack.packb([MSGS, subject, None, queues, hops])
 
 
 def control(op: int, *args: Any) -> tuple[bytes]:
@@ -141,7 +157,9 @@ def decode_header(frames: Sequence[Buffer]) -> list[Any]:
     if not isinstance(items, list) or not items or type(items[0]) is not int:
         raise RouterProtocolError(f"header must be an array starting with an op code: {items!r}")
     op = items[0]
-    if op == MSG and len(items) == 5:  # the common MSG (no queue group or one), checked inline
+    if len(items) == 5 and (
+        op == MSG or (op == MSGS and items[2] is None and 1 < len(frames) <= MAX_BATCH + 1)
+    ):  # the common MSG or MSGS (no queue group or one), checked inline
         subject, reply_to, queues, hops = items[1], items[2], items[3], items[4]
         if (
             type(subject) is str
@@ -161,8 +179,10 @@ def decode_header(frames: Sequence[Buffer]) -> list[Any]:
         raise RouterProtocolError(f"unknown router operation {op}")
     if len(items) < arity + 1:
         raise RouterProtocolError(f"{name(op)} needs {arity} fields, got {len(items) - 1}")
-    if op != MSG and len(frames) != 1:
+    if op != MSG and op != MSGS and len(frames) != 1:
         raise RouterProtocolError(f"{name(op)} carries no frames, got {len(frames) - 1}")
+    if op == MSGS and not 1 < len(frames) <= MAX_BATCH + 1:
+        raise RouterProtocolError(f"MSGS carries 1 to {MAX_BATCH} messages, got {len(frames) - 1}")
     _CHECKS[op](items)
     return items
 
@@ -215,6 +235,12 @@ def _check_msg(items: list[Any]) -> None:
     _count(items[4], "MSG hops")
 
 
+def _check_msgs(items: list[Any]) -> None:
+    if items[2] is not None:
+        raise RouterProtocolError("MSGS reply_to must be nil (its messages carry no reply subject)")
+    _check_msg(items)
+
+
 def _check_none(items: list[Any]) -> None:
     return None
 
@@ -244,4 +270,5 @@ _CHECKS: Final = {
     FLUSHED: _check_token,
     CREDIT: _check_credit,
     BYE: _check_bye,
+    MSGS: _check_msgs,
 }

@@ -354,6 +354,11 @@ class Link(abc.ABC):
         """
         return False
 
+    def can_send_now(self) -> bool:
+        """Whether ``try_send`` would take a message of its limits now (the router
+        gathers messages only then). The default, like ``try_send``, says no."""
+        return False
+
     def set_receiver(self, receiver: Callable[[list[Buffer]], None]) -> bool:
         """Optionally push messages instead of queueing them for ``recv``.
 

@@ -124,6 +124,9 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
         self._write(pieces, size)
         return True
 
+    def can_send_now(self) -> bool:
+        return not (self._write_paused or self._closed or self._transport is None)
+
     def send_nowait(self, frames: Sequence[Buffer]) -> None:
         pieces, size = encode_message(frames, self.limits)
         if self._write_paused:
