@@ -37,18 +37,26 @@ BATCH_BYTES = 64 * 1024
 
 @dataclass
 class LinkStats:
-    """MSG traffic over one link (control messages are not counted)."""
+    """MSG traffic over one link (control messages are not counted).
+
+    ``messages_*`` count messages, each message of a MSGS included;
+    ``batches_*`` count the MSGS that carried several of them.
+    """
 
     messages_sent: int = 0
     bytes_sent: int = 0
     messages_received: int = 0
     bytes_received: int = 0
+    batches_sent: int = 0
+    batches_received: int = 0
 
     def __iadd__(self, other: LinkStats) -> LinkStats:
         self.messages_sent += other.messages_sent
         self.bytes_sent += other.bytes_sent
         self.messages_received += other.messages_received
         self.bytes_received += other.bytes_received
+        self.batches_sent += other.batches_sent
+        self.batches_received += other.batches_received
         return self
 
 
@@ -278,6 +286,7 @@ class LinkState:
                     return False
                 batch = self._batch = [header, frame]
                 self._batch_size = size
+                self.stats.batches_sent += 1
             else:
                 cost = size
                 if self._credit_msgs < 1 or self._credit_bytes < cost:

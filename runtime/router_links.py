@@ -261,7 +261,11 @@ class LinkService:
         tree), continues in a task; later MSGs of the link queue behind it, so
         the link's order holds. A MSGS is routed once for all its messages.
         """
-        count = 1 if items[0] == proto.MSG else len(frames) - 1
+        if items[0] == proto.MSG:
+            count = 1
+        else:
+            count = len(frames) - 1
+            state.stats.batches_received += 1
         size = state.admit(frames, count)
         if state.busy or state.draining:
             state.queue.append((items, frames, size, count))

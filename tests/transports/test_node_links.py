@@ -85,6 +85,41 @@ async def test_an_undecodable_envelope_from_a_peer_is_dead_lettered_and_publishe
             await peer.close()
 
 
+@message(name="test_node_links.Note")
+class Note:
+    n: int
+
+
+class Sink(AgentActor):
+    def __init__(self, got: list[int]) -> None:
+        self.got = got
+
+    @on(Note)
+    async def note(self, msg: Note) -> None:
+        self.got.append(msg.n)
+
+
+async def test_an_undecodable_envelope_inside_a_msgs_is_dead_lettered_the_rest_delivered() -> None:
+    from tests.transports.util import FAST
+
+    got: list[int] = []
+    async with Node("tcp://127.0.0.1:0", name="home", transport_options=FAST) as home:
+        await home.spawn(Sink, "svc.sink", got)
+        url = f"tcp://127.0.0.1:0?peers={home.transport.address}"  # type: ignore[attr-defined]
+        async with Node(url, name="far", transport_options=FAST) as far:
+            await until(lambda: bool(far.transport.peers_serving("svc.sink")))
+            # one turn of the loop: the first tell goes alone, the rest in one MSGS
+            await far.tell("svc.sink", Note(1))
+            await far.tell("svc.sink", Note(2))
+            assert far.transport.publish_now("svc.sink", [b"\xc1 not msgpack"])  # type: ignore[attr-defined]
+            await far.tell("svc.sink", Note(3))
+            await until(lambda: got == [1, 2, 3], what="the good messages, in order")
+            assert home.stats.decode_errors == 1
+            assert any("decode error" in d.reason for d, _ in home.recent_dead_letters)
+            stats = home.transport.link_stats(far.transport.id)  # type: ignore[attr-defined]
+            assert stats.batches_received == 1 and stats.messages_received == 4
+
+
 async def test_monitor_of_a_remote_actor_fires_when_it_stops_and_its_node_lives() -> None:
     from tests.transports.peer_process import Echo
     from tests.transports.util import FAST

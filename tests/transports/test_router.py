@@ -232,6 +232,105 @@ async def test_publish_now_sends_only_what_needs_no_waiting() -> None:
         assert mine.got == [], "declined means not sent"
 
 
+def assert_credit_exact(a: Any, b: Any) -> None:
+    """What ``a`` may still send to ``b`` plus what ``b`` holds uncredited is ``b``'s window:
+    no message and no byte of credit was lost or made up on the way."""
+    sending, receiving = a._peers[b.id].links[0], b._peers[a.id].links[0]
+    assert sending._credit_msgs + receiving._held_msgs == b.settings.window_msgs
+    assert sending._credit_bytes + receiving._held_bytes == b.settings.window_bytes
+
+
+async def test_a_burst_to_one_subject_travels_as_msgs_in_order_with_exact_credit() -> None:
+    """One-frame messages that follow a first MSG to the same subject in the same turn are
+    gathered in MSGS; every message arrives once and in the link's order, whether its
+    handler runs at once (eager) or in a delivery task, and the credit adds up."""
+    async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}") as (a, b):
+        log: list[bytes] = []
+
+        @eager_handler
+        def at_once(subject: str, frames: list[bytes], reply_to: str | None) -> Any:
+            log.append(bytes(frames[0]))
+            return DONE
+
+        async def in_task(subject: str, frames: list[bytes], reply_to: str | None) -> None:
+            log.append(b"+".join(bytes(f) for f in frames) + (b"?" if reply_to else b""))
+
+        await b.subscribe("burst.eager", at_once, queue="burst.eager")  # one eager recipient
+        await b.subscribe("burst.task", in_task)
+        await until(lambda: bool(a.peers_serving("burst.eager") and a.peers_serving("burst.task")))
+        sent: list[bytes] = []
+
+        def send(subject: str, frames: list[bytes], reply_to: str | None = None) -> None:
+            assert a.publish_now(subject, frames, reply_to)
+            sent.append(b"+".join(frames) + (b"?" if reply_to else b""))
+
+        for i in range(300):  # one turn of the loop: nothing here awaits
+            send("burst.eager", [b"e%d" % i])
+        for i in range(300):
+            send("burst.task", [b"t%d" % i])
+        send("burst.task", [b"asks"], "_INBOX.x.1")  # a reply subject: a MSG of its own
+        send("burst.task", [b"two", b"frames"])  # two frames: a MSG of its own
+        for i in range(300, 400):
+            send("burst.eager", [b"e%d" % i])
+        await until(lambda: len(log) == len(sent), what="every message delivered")
+        assert log == sent, "once each, in the order sent"
+        stats, got = a.link_stats(b.id), b.link_stats(a.id)
+        assert stats.messages_sent == got.messages_received == len(sent)
+        # each run of one subject: its first message alone, the rest in MSGS of at most 255
+        assert stats.batches_sent == got.batches_received == 2 + 2 + 1
+        assert stats.bytes_sent == got.bytes_received
+        await asyncio.sleep(0.05)
+        assert_credit_exact(a, b)
+        for _ in range(3):  # past the window several times over: credit keeps coming back
+            for i in range(b.settings.window_msgs):
+                if not a.publish_now("burst.eager", [b"m%d" % i]):
+                    await a.publish("burst.eager", [b"m%d" % i])
+        await until(lambda: len(log) == len(sent) + 3 * b.settings.window_msgs)
+        await asyncio.sleep(0.05)
+        assert_credit_exact(a, b)
+
+
+async def test_a_delivery_that_waits_inside_a_msgs_holds_the_rest_of_it_in_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Within a MSGS as between MSGs: a handler that waits holds the later messages, one
+    that raises is logged and the rest go on, and the MSGS's credit comes back after all."""
+    caplog.set_level(logging.ERROR, logger="synaptic_mesh")
+    async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}") as (a, b):
+        gate = asyncio.Event()
+        got: list[bytes] = []
+
+        async def rest(body: bytes) -> None:
+            await gate.wait()
+            got.append(body)
+
+        @eager_handler
+        def handler(subject: str, frames: list[bytes], reply_to: str | None) -> Any:
+            body = bytes(frames[0])
+            if body == b"boom":
+                raise RuntimeError("a bug in a handler")
+            if body == b"wait":
+                return rest(body)
+            got.append(body)
+            return DONE
+
+        await b.subscribe("plain.x", handler, queue="plain.x")
+        await until(lambda: bool(a.peers_serving("plain.x")), what="interest reached a")
+        for body in (b"1", b"2", b"boom", b"3", b"wait", b"4", b"5"):
+            assert a.publish_now("plain.x", [body])  # 1 alone, the rest in one MSGS
+        await until(lambda: got == [b"1", b"2", b"3"])
+        await asyncio.sleep(0.05)
+        assert got == [b"1", b"2", b"3"], "4 and 5 wait behind the delivery that waits"
+        assert b.link_stats(a.id).batches_received == 1
+        gate.set()
+        await until(lambda: len(got) == 6)
+        assert got == [b"1", b"2", b"3", b"wait", b"4", b"5"]
+        failures = [r for r in caplog.records if "failed on plain.x" in r.getMessage()]
+        assert len(failures) == 1 and "a bug in a handler" in str(failures[0].exc_info)
+        await asyncio.sleep(0.05)
+        assert_credit_exact(a, b)
+
+
 # -- a node in another process, killed -------------------------------------------------
 
 

@@ -162,16 +162,27 @@ BAD_INPUTS = {
         _HELLO + wire([proto.msg_header("a..b", None, [], 0), b"an envelope"]),
         "invalid subject",
     ),
+    "MSGS with a reply subject": (
+        _HELLO + wire([msgpack.packb([proto.MSGS, "a.b", "_INBOX.x.1", [], 0]), b"e1", b"e2"]),
+        "MSGS reply_to must be nil",
+    ),
+    "MSGS without messages": (
+        _HELLO + wire([proto.msgs_header("a.b", [], 0)]),
+        "MSGS carries 1 to 255 messages, got 0",
+    ),
+    "MSGS over the window": (  # the window counts each message of a MSGS
+        _HELLO + wire([proto.msgs_header("a.b", [], 0), *[b"e"] * 9]),
+        "peer overran its window: 9 messages",
+    ),
 }
 
 
 @pytest.fixture
 async def healthy_pair():
-    """Node ``a`` (listening, small max_message) with a working peer ``b``."""
-    async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}", max_message=1000) as (
-        a,
-        b,
-    ):
+    """Node ``a`` (listening, small max_message and window) with a working peer ``b``."""
+    async with tcp_nodes(
+        "tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}", max_message=1000, window_msgs=8
+    ) as (a, b):
         reports: list[BadFrame] = []
         a.on_bad_frame.append(reports.append)
         yield a, b, reports
