@@ -261,16 +261,20 @@ class RoutedTransport(LinkService, Transport):
         links whose ``try_send`` can take a message make this worth trying: a
         transport on them sets ``sends_now``.
         """
-        if self._state != "running" or len(frames) > self.max_frames:
+        if self._state != "running":
             return False
-        size = frames_size(frames)
+        if len(frames) == 1 and type(frames[0]) is bytes:  # the common message: one frame
+            size = len(frames[0])
+        elif len(frames) > self.max_frames:
+            return False
+        else:
+            size = frames_size(frames)
         if size > self._max_message:
             return False
         try:
-            match = self._table.match(subject)
+            sole = self._table.match(subject).sole
         except InvalidSubject:
             return False
-        sole = sole_recipient(match, None) if match else None
         if sole is None:
             return False
         only, queues = sole

@@ -420,20 +420,15 @@ def sole_recipient(
 ) -> tuple[Any, tuple[str, ...]] | None:
     """The one recipient of a subject, with the queue groups to name when forwarding to it.
 
-    That is the common case, worth a fast path: a subject with one plain
-    subscriber, or one queue group of one member (an actor's own subject)
-    that ``assigned`` (the groups a received MSG makes us serve; ``None`` for
-    our own publish) includes. ``None`` for anything else.
+    That is the common case, worth a fast path: ``match.sole`` (one plain
+    subscriber, or one queue group of one member), provided ``assigned``
+    (the groups a received MSG makes us serve; ``None`` for our own publish)
+    includes its group. ``None`` for anything else.
     """
-    if match.groups:
-        if match.plain or len(match.groups) != 1 or len(match.groups[0]) != 1:
-            return None
-        if assigned is not None and match.queues[0] not in assigned:
-            return None
-        return match.groups[0][0], match.queues
-    if len(match.plain) == 1:
-        return match.plain[0], ()
-    return None
+    sole = match.sole
+    if sole is not None and assigned is not None and sole[1] and sole[1][0] not in assigned:
+        return None
+    return sole
 
 
 def _size(frames: Sequence[Buffer]) -> int:

@@ -190,14 +190,23 @@ class Match(Generic[T]):
     """The recipients of every message when no group has a choice to make (each has one
     member, the common case of an actor's own queue group), else ``None``: then
     :meth:`SubjectTable.pick` returns it without a round-robin step."""
+    sole: tuple[T, tuple[str, ...]] | None = field(init=False, repr=False, compare=False)
+    """The one recipient, with the queue groups to name when forwarding to it, when there
+    is exactly one: one plain subscriber, or one queue group of one member (an actor's
+    own subject); else ``None``. The link router's common case."""
 
     def __post_init__(self) -> None:
-        fixed = None
+        fixed = sole = None
         if not self.groups:
             fixed = self.plain
+            if len(self.plain) == 1:
+                sole = (self.plain[0], ())
         elif all(len(members) == 1 for members in self.groups):
             fixed = self.plain + tuple(members[0] for members in self.groups)
+            if not self.plain and len(self.groups) == 1:
+                sole = (self.groups[0][0], self.queues)
         object.__setattr__(self, "fixed", fixed)
+        object.__setattr__(self, "sole", sole)
 
     def __bool__(self) -> bool:
         """True when at least one subscriber receives the message."""

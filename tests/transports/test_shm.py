@@ -46,6 +46,17 @@ def shm_files(*pids: int) -> list[str]:
     return sorted(n for n in os.listdir(segments.SHM_ROOT) if n.startswith(prefixes))
 
 
+@pytest.fixture(autouse=True)
+def young_heap() -> Iterator[None]:
+    """``gc.collect()`` here runs while links heartbeat every 0.1 s: it scans only what the
+    test made. A full collection of a long test session's heap can outlast a dead link's
+    0.3 s on a slow machine, and the link would be dropped under the test."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
 @pytest.fixture
 def shm_dir() -> Iterator[Path]:
     """A short directory (Unix socket paths are limited to 107 bytes)."""
