@@ -242,6 +242,24 @@ def test_match_collects_plain_in_subscription_order() -> None:
     assert len(table) == 4
 
 
+def test_a_match_names_its_sole_recipient_only_when_there_is_exactly_one() -> None:
+    table: SubjectTable[str] = SubjectTable()
+    table.add("one.plain", "p")
+    table.add("two.plain", "p1")
+    table.add("two.plain", "p2")
+    table.add("one.member", "m", "one.member")
+    table.add("two.members", "m1", "g")
+    table.add("two.members", "m2", "g")
+    table.add("mixed", "p")
+    table.add("mixed", "m", "g")
+    table.add("two.groups", "m1", "g1")
+    table.add("two.groups", "m2", "g2")
+    assert table.match("one.plain").sole == ("p", ())
+    assert table.match("one.member").sole == ("m", ("one.member",))
+    for subject in ("two.plain", "two.members", "mixed", "two.groups", "nobody"):
+        assert table.match(subject).sole is None, subject
+
+
 def test_duplicate_subscriptions_are_held_twice_and_removed_one_at_a_time() -> None:
     table: SubjectTable[str] = SubjectTable()
     table.add("a.*", "h")
