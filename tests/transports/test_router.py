@@ -436,6 +436,12 @@ async def test_tree_routes_asks_through_branches_and_only_towards_interest() -> 
         assert b1.transport.link_stats(l1.transport.id).messages_sent == before["b1->l1"] + 10
         assert b1.transport.link_stats(l3.transport.id).messages_sent == before["b1->l3"] == 0
         assert root.transport.link_stats(b2.transport.id).messages_sent == before["root->b2"]
+        # a burst in one turn leaves the leaf as MSGS; each router on the way forwards it on
+        for i in range(10, 310):
+            assert l2.transport.publish_now("photogrammetry.scan.x", [b"%d" % i])
+        await until(lambda: len(scans.got) == 310)
+        assert scans.payloads == [b"%d" % i for i in range(310)], "once each, in order"
+        assert l2.transport.link_stats(b2.transport.id).batches_sent == 2
 
 
 async def test_tree_branch_prefixes_limit_what_the_root_learns() -> None:
