@@ -551,7 +551,7 @@ class Node(NodeSupervision, NodeInbound):
                 pending.pop(corr, None)
         finally:
             if slot is not None:
-                self._deadlines.discard(slot, future)
+                slot.pop(future, None)  # the ask is over: its deadline goes
 
     async def send_reply(self, call: Call, result: Any, error: BaseException | None) -> None:
         """Reply to an ask that came from another node (called by the cell).

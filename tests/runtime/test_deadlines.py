@@ -30,7 +30,7 @@ async def test_discarded_deadline_never_fires_and_close_disarms() -> None:
     deadlines = Deadlines()
     loop = asyncio.get_running_loop()
     kept, answered = loop.create_future(), loop.create_future()
-    deadlines.discard(deadlines.add(answered, "a", 0.02), answered)
+    deadlines.add(answered, "a", 0.02).pop(answered)
     deadlines.add(kept, "b", 10)
     await asyncio.sleep(0.05)
     assert not answered.done()
