@@ -277,7 +277,12 @@ class LinkService:
             self._invalid_subject(state, exc, frames)
             return
         sole = sole_recipient(match, items[3])
-        sub = sole[0] if sole is not None else None
+        if sole is not None:
+            sub = sole[0]
+        elif self._tree or match.groups:
+            sub = None
+        else:  # a mesh forwards nothing it received: one handler here may be all there is
+            sub = _sole_local(match.plain)
         if type(sub) is not HandlerSubscription or not sub.eager:
             state.queue.append((items, frames, size, count))
             state.busy = True
@@ -455,3 +460,15 @@ class LinkService:
 def _singles(frames: list[Any]) -> list[tuple[Any]]:
     """The messages of a MSGS: each frame after its header, as a message of one frame."""
     return [(frame,) for frame in frames[1:]]
+
+
+def _sole_local(plain: tuple[Any, ...]) -> Any:
+    """The one handler of this node among a subject's plain recipients (the others are
+    peers, which a mesh does not forward a received message to), or ``None``."""
+    found = None
+    for item in plain:
+        if type(item) is HandlerSubscription:
+            if found is not None:
+                return None
+            found = item
+    return found

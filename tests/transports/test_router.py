@@ -331,6 +331,48 @@ async def test_a_delivery_that_waits_inside_a_msgs_holds_the_rest_of_it_in_order
         assert_credit_exact(a, b)
 
 
+async def test_a_received_message_for_one_local_handler_is_handled_at_once() -> None:
+    """In a mesh a received message is never forwarded: with one handler on this node it
+    is delivered in the link's callback even when peers share the interest (a bus), in
+    order, and a delivery that waits still holds the later ones."""
+    async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}") as (a, b):
+        gate = asyncio.Event()
+        got: list[bytes] = []
+
+        async def rest(body: bytes) -> None:
+            await gate.wait()
+            got.append(body)
+
+        in_tasks: list[asyncio.Task[Any] | None] = []
+
+        @eager_handler
+        def handler(subject: str, frames: list[bytes], reply_to: str | None) -> Any:
+            in_tasks.append(asyncio.current_task())
+            body = bytes(frames[0])
+            if body == b"wait":
+                return rest(body)
+            got.append(body)
+            return DONE
+
+        at_a = Collector()
+        await a.subscribe("both.>", at_a)  # b's table: its handler and peer a
+        await b.subscribe("both.>", handler)
+        await until(lambda: bool(a.peers_serving("both.x") and b.peers_serving("both.x")))
+        for body in (b"1", b"2"):
+            await a.publish("both.x", [body])
+        await until(lambda: got == [b"1", b"2"])
+        assert in_tasks == [None, None], "no delivery task: handled in the link's callback"
+        for body in (b"wait", b"3", b"4"):
+            await a.publish("both.x", [body])
+        await asyncio.sleep(0.05)
+        assert got == [b"1", b"2"], "3 and 4 wait behind the delivery that waits"
+        gate.set()
+        await until(lambda: len(got) == 5)
+        assert got == [b"1", b"2", b"wait", b"3", b"4"]
+        await asyncio.sleep(0.05)
+        assert at_a.payloads == [b"1", b"2", b"wait", b"3", b"4"], "nothing came back to a"
+
+
 # -- a node in another process, killed -------------------------------------------------
 
 
