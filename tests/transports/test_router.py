@@ -232,12 +232,18 @@ async def test_publish_now_sends_only_what_needs_no_waiting() -> None:
         assert mine.got == [], "declined means not sent"
 
 
-def assert_credit_exact(a: Any, b: Any) -> None:
-    """What ``a`` may still send to ``b`` plus what ``b`` holds uncredited is ``b``'s window:
-    no message and no byte of credit was lost or made up on the way."""
+def credit_adds_up(a: Any, b: Any) -> bool:
+    """What ``a`` may still send to ``b`` plus what ``b`` holds uncredited is ``b``'s window
+    (once no CREDIT is on its way): no message and no byte of credit was lost or made up."""
     sending, receiving = a._peers[b.id].links[0], b._peers[a.id].links[0]
-    assert sending._credit_msgs + receiving._held_msgs == b.settings.window_msgs
-    assert sending._credit_bytes + receiving._held_bytes == b.settings.window_bytes
+    return (
+        sending._credit_msgs + receiving._held_msgs == b.settings.window_msgs
+        and sending._credit_bytes + receiving._held_bytes == b.settings.window_bytes
+    )
+
+
+async def assert_credit_exact(a: Any, b: Any) -> None:
+    await until(lambda: credit_adds_up(a, b), what="the credit adds up to the window")
 
 
 async def test_a_burst_to_one_subject_travels_as_msgs_in_order_with_exact_credit() -> None:
@@ -279,15 +285,13 @@ async def test_a_burst_to_one_subject_travels_as_msgs_in_order_with_exact_credit
         # each run of one subject: its first message alone, the rest in MSGS of at most 255
         assert stats.batches_sent == got.batches_received == 2 + 2 + 1
         assert stats.bytes_sent == got.bytes_received
-        await asyncio.sleep(0.05)
-        assert_credit_exact(a, b)
+        await assert_credit_exact(a, b)
         for _ in range(3):  # past the window several times over: credit keeps coming back
             for i in range(b.settings.window_msgs):
                 if not a.publish_now("burst.eager", [b"m%d" % i]):
                     await a.publish("burst.eager", [b"m%d" % i])
         await until(lambda: len(log) == len(sent) + 3 * b.settings.window_msgs)
-        await asyncio.sleep(0.05)
-        assert_credit_exact(a, b)
+        await assert_credit_exact(a, b)
 
 
 async def test_a_delivery_that_waits_inside_a_msgs_holds_the_rest_of_it_in_order(
@@ -327,8 +331,7 @@ async def test_a_delivery_that_waits_inside_a_msgs_holds_the_rest_of_it_in_order
         assert got == [b"1", b"2", b"3", b"wait", b"4", b"5"]
         failures = [r for r in caplog.records if "failed on plain.x" in r.getMessage()]
         assert len(failures) == 1 and "a bug in a handler" in str(failures[0].exc_info)
-        await asyncio.sleep(0.05)
-        assert_credit_exact(a, b)
+        await assert_credit_exact(a, b)
 
 
 async def test_a_received_message_for_one_local_handler_is_handled_at_once() -> None:
