@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -288,54 +289,39 @@ class LinkService:
             state.busy = True
             self._spawn(self._deliver(state), "delivery")
             return
-        if count > 1 or items[0] != proto.MSG:
-            self._on_batch(state, sub, subject, frames, items, size, count)
-            return
-        if sub.active:
-            try:
-                coro = sub.handler(subject, frames[1:], items[2])
-                result, yielded = (None, None) if coro is eager.DONE else eager.step(coro)
-            except Exception:
-                log.exception("%s: handler of %s failed on %s", self.id, sub.pattern, subject)
-            else:
-                if result is eager.PENDING:
-                    state.busy = True
-                    rest = eager.Resumed(coro, yielded)
-                    self._spawn(self._finish(state, sub, subject, rest, size), "delivery")
-                    return
-        state.delivered(size)
+        self._deliver_at_once(state, sub, items, frames, size, count)
 
-    def _on_batch(
+    def _deliver_at_once(
         self: RoutedTransport,
         state: LinkState,
         sub: HandlerSubscription,
-        subject: str,
-        frames: list[Any],
         items: list[Any],
+        frames: list[Any],
         size: int,
         count: int,
     ) -> None:
-        """``_on_msg`` for the messages of a MSGS, one at a time, to their one handler.
+        """Hand the messages of a MSG or MSGS to their one eager handler, here and now.
 
-        When one has to wait, the rest of the MSGS queues behind it (with the
-        MSGS's credit, returned once all of it is delivered).
+        When one has to wait, a task finishes it and the rest of a MSGS queues
+        behind it; the credit goes back once all of it is delivered.
         """
-        handler = sub.handler
-        for i in range(1, len(frames)):
+        subject, reply_to, handler = items[1], items[2], sub.handler
+        messages = _messages(items, frames)
+        for i, message in enumerate(messages):
             if not sub.active:
                 break
             try:
-                coro = handler(subject, (frames[i],), None)
+                coro = handler(subject, message, reply_to)
                 result, yielded = (None, None) if coro is eager.DONE else eager.step(coro)
             except Exception:
                 log.exception("%s: handler of %s failed on %s", self.id, sub.pattern, subject)
                 continue
             if result is eager.PENDING:
                 state.busy = True
-                rest = eager.Resumed(coro, yielded)
-                if i + 1 < len(frames):
-                    state.queue.append((items, [frames[0], *frames[i + 1 :]], size, count))
+                if i + 1 < len(messages):  # message i is frame i + 1: the rest follow it
+                    state.queue.append((items, [frames[0], *frames[i + 2 :]], size, count))
                     size = count = 0
+                rest = eager.Resumed(coro, yielded)
                 self._spawn(self._finish(state, sub, subject, rest, size, count), "delivery")
                 return
         state.delivered(size, count)
@@ -347,7 +333,7 @@ class LinkService:
         subject: str,
         resumed: eager.Resumed,
         size: int,
-        count: int = 1,
+        count: int,
     ) -> None:
         """The rest of a delivery ``_on_msg`` started, then whatever queued behind it."""
         try:
@@ -364,8 +350,7 @@ class LinkService:
         try:
             while queue and not state.draining:
                 items, frames, size, count = queue.popleft()
-                # a MSG's frames are one message; each frame of a MSGS is one
-                for message in (frames[1:],) if items[0] == proto.MSG else _singles(frames):
+                for message in _messages(items, frames):
                     try:
                         await self._route(items[1], message, items[2], state, items[3], items[4])
                     except InvalidSubject as exc:
@@ -457,8 +442,11 @@ class LinkService:
         self._fire(self.on_bad_frame, BadFrame(state.name, reason, subject, payload, preview))
 
 
-def _singles(frames: list[Any]) -> list[tuple[Any]]:
-    """The messages of a MSGS: each frame after its header, as a message of one frame."""
+def _messages(items: list[Any], frames: list[Any]) -> Sequence[Sequence[Any]]:
+    """The messages a MSG or MSGS carries: a MSG's frames after its header are one
+    message; each frame of a MSGS is a message of one frame."""
+    if items[0] == proto.MSG:
+        return (frames[1:],)
     return [(frame,) for frame in frames[1:]]
 
 

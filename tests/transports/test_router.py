@@ -158,6 +158,35 @@ async def test_slow_handler_holds_the_sender_by_credit_while_heartbeats_flow() -
         assert got == [b"%d" % i for i in range(100)]
 
 
+class GatedHandler:
+    """``deliver`` is an eager handler that records the bodies it gets, in order.
+
+    ``b"wait"`` returns a coroutine that records it once ``gate`` is set,
+    ``b"boom"`` raises, anything else is recorded at once (``DONE``).
+    ``in_tasks``: the task each call ran in (``None``: the link's callback).
+    """
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.got: list[bytes] = []
+        self.in_tasks: list[asyncio.Task[Any] | None] = []
+
+    async def _rest(self, body: bytes) -> None:
+        await self.gate.wait()
+        self.got.append(body)
+
+    @eager_handler
+    def deliver(self, subject: str, frames: list[bytes], reply_to: str | None) -> Any:
+        self.in_tasks.append(asyncio.current_task())
+        body = bytes(frames[0])
+        if body == b"boom":
+            raise RuntimeError("a bug in a handler")
+        if body == b"wait":
+            return self._rest(body)
+        self.got.append(body)
+        return DONE
+
+
 async def test_a_plain_eager_handler_returns_done_or_the_rest_to_wait_for(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -165,24 +194,10 @@ async def test_a_plain_eager_handler_returns_done_or_the_rest_to_wait_for(
     returns holds the link's later messages until it is done; one that raises is logged."""
     caplog.set_level(logging.ERROR, logger="synaptic_mesh")
     async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}") as (a, b):
-        gate = asyncio.Event()
-        got: list[bytes] = []
+        handler = GatedHandler()
+        gate, got = handler.gate, handler.got
 
-        async def rest(body: bytes) -> None:
-            await gate.wait()
-            got.append(body)
-
-        @eager_handler
-        def handler(subject: str, frames: list[bytes], reply_to: str | None) -> Any:
-            body = bytes(frames[0])
-            if body == b"boom":
-                raise RuntimeError("a bug in a handler")
-            if body == b"wait":
-                return rest(body)
-            got.append(body)
-            return DONE
-
-        await b.subscribe("plain.x", handler, queue="plain.x")  # one eager recipient
+        await b.subscribe("plain.x", handler.deliver, queue="plain.x")  # one eager recipient
         await until(lambda: bool(a.peers_serving("plain.x")), what="interest reached a")
         for body in (b"1", b"boom", b"2", b"wait", b"3", b"4"):
             await a.publish("plain.x", [body])
@@ -301,24 +316,10 @@ async def test_a_delivery_that_waits_inside_a_msgs_holds_the_rest_of_it_in_order
     that raises is logged and the rest go on, and the MSGS's credit comes back after all."""
     caplog.set_level(logging.ERROR, logger="synaptic_mesh")
     async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}") as (a, b):
-        gate = asyncio.Event()
-        got: list[bytes] = []
+        handler = GatedHandler()
+        gate, got = handler.gate, handler.got
 
-        async def rest(body: bytes) -> None:
-            await gate.wait()
-            got.append(body)
-
-        @eager_handler
-        def handler(subject: str, frames: list[bytes], reply_to: str | None) -> Any:
-            body = bytes(frames[0])
-            if body == b"boom":
-                raise RuntimeError("a bug in a handler")
-            if body == b"wait":
-                return rest(body)
-            got.append(body)
-            return DONE
-
-        await b.subscribe("plain.x", handler, queue="plain.x")
+        await b.subscribe("plain.x", handler.deliver, queue="plain.x")
         await until(lambda: bool(a.peers_serving("plain.x")), what="interest reached a")
         for body in (b"1", b"2", b"boom", b"3", b"wait", b"4", b"5"):
             assert a.publish_now("plain.x", [body])  # 1 alone, the rest in one MSGS
@@ -326,6 +327,7 @@ async def test_a_delivery_that_waits_inside_a_msgs_holds_the_rest_of_it_in_order
         await asyncio.sleep(0.05)
         assert got == [b"1", b"2", b"3"], "4 and 5 wait behind the delivery that waits"
         assert b.link_stats(a.id).batches_received == 1
+        assert handler.in_tasks == [None] * 5, "up to the one that waits: in the link's callback"
         gate.set()
         await until(lambda: len(got) == 6)
         assert got == [b"1", b"2", b"3", b"wait", b"4", b"5"]
@@ -339,27 +341,12 @@ async def test_a_received_message_for_one_local_handler_is_handled_at_once() -> 
     is delivered in the link's callback even when peers share the interest (a bus), in
     order, and a delivery that waits still holds the later ones."""
     async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}") as (a, b):
-        gate = asyncio.Event()
-        got: list[bytes] = []
-
-        async def rest(body: bytes) -> None:
-            await gate.wait()
-            got.append(body)
-
-        in_tasks: list[asyncio.Task[Any] | None] = []
-
-        @eager_handler
-        def handler(subject: str, frames: list[bytes], reply_to: str | None) -> Any:
-            in_tasks.append(asyncio.current_task())
-            body = bytes(frames[0])
-            if body == b"wait":
-                return rest(body)
-            got.append(body)
-            return DONE
+        handler = GatedHandler()
+        gate, got, in_tasks = handler.gate, handler.got, handler.in_tasks
 
         at_a = Collector()
         await a.subscribe("both.>", at_a)  # b's table: its handler and peer a
-        await b.subscribe("both.>", handler)
+        await b.subscribe("both.>", handler.deliver)
         await until(lambda: bool(a.peers_serving("both.x") and b.peers_serving("both.x")))
         for body in (b"1", b"2"):
             await a.publish("both.x", [body])
