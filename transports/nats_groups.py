@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import nats.errors
+from nats.aio.client import PING_PROTO
 from nats.aio.client import Client as NatsClient
 
 from synaptic_mesh.runtime.subjects import SubjectTable
@@ -77,6 +78,24 @@ class GuardedNatsClient(NatsClient):
         has no per-subscription "no echo"). Dropped here, before nats-py builds a message
         and queues it for the subscription's task."""
         self.echoes_dropped = 0
+
+    async def _send_ping(self, future: asyncio.Future[Any] | None = None) -> None:
+        """Queue a PING behind the commands sent before it, as NATS clients do.
+
+        nats-py 2.16 writes the PING of ``flush()`` straight to the socket,
+        while the commands sent just before it (a SUB, a PUB) may still wait in
+        its pending buffer for the flusher task. The server then answers the
+        PING before it has seen them: ``flush`` returned, yet a request from
+        another connection found nobody subscribed ("no responders" for an ask
+        right after a remote ``spawn``, about one run in twenty on a private
+        server). Queued here, the PING leaves after them, and the PONG means
+        the server has applied them.
+        """
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+        self._pongs.append(future)
+        await self._send_command(PING_PROTO)
+        await self._flush_pending()
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None

@@ -30,6 +30,7 @@ from synaptic_mesh.runtime.envelope import Envelope
 from synaptic_mesh.runtime.transport_lookup import transport_class
 from synaptic_mesh.transports.nats import NatsTransport
 from synaptic_mesh.transports.nats_frames import envelope_id, pack, unpack
+from synaptic_mesh.transports.nats_groups import GuardedNatsClient
 from synaptic_mesh.transports.nats_js import NatsJsTransport, consumer_name, inside
 from synaptic_mesh.transports.nats_options import SubjectMap, parse_url
 from tests.transports.test_nats_helpers import fresh_prefix, require_shared, shared_host, until
@@ -484,3 +485,33 @@ async def test_foreign_messages_on_stream_subscriptions_are_never_lost_silently(
         assert "NotJSMessageError" in reports[2].reason and len(reports) == 3
     finally:
         await transport.close()
+
+
+async def test_flush_waits_for_the_commands_sent_before_it() -> None:
+    """``flush`` is how a spawn knows its subscription is on the server: its PING must
+    leave after the SUB still waiting in the client's buffer, not overtake it (nats-py
+    2.16 wrote it straight to the socket, and an ask right after a remote spawn now and
+    then met "no responders")."""
+    require_shared()
+    nc = GuardedNatsClient(lambda subject, payload, error: None)
+    await nc.connect(f"nats://{shared_host()}")
+    try:
+        written: list[bytes] = []
+        transport = nc._transport
+        write, writelines = transport.write, transport.writelines
+
+        def record(payload: bytes) -> None:
+            written.append(bytes(payload))
+            write(payload)
+
+        def record_lines(payloads: list[bytes]) -> None:
+            written.extend(bytes(p) for p in payloads)
+            writelines(payloads)
+
+        transport.write, transport.writelines = record, record_lines
+        await nc.subscribe(f"{fresh_prefix()}.confirmed")
+        await nc.flush(timeout=5)
+        wire = b"".join(written)
+        assert wire.index(b"SUB ") < wire.index(b"PING\r\n"), wire
+    finally:
+        await nc.close()
