@@ -30,6 +30,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from synaptic_mesh.actors.dispatch import Dispatcher
 from synaptic_mesh.actors.mailbox import Mailbox, Overflow
 from synaptic_mesh.actors.signals import Call, Exit, Signal, Stop, Suspend
+from synaptic_mesh.runtime.eager import Resumed
 from synaptic_mesh.runtime.errors import ActorStartError
 
 if TYPE_CHECKING:
@@ -160,9 +161,15 @@ class TaskKeeper:
                 raise
         return keeper
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run ``coro`` as a bare task named ``name`` (shared: no new string)."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, None],
+        name: str,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[None]:
+        """Run ``coro`` as a bare task named ``name`` (shared: no new string), in
+        ``context`` if given (else a copy of the current one, as ``create_task``)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
         self._tasks.add(task)
         task.add_done_callback(self._on_done, context=self._context)
         return task
@@ -205,10 +212,13 @@ class ActorCell(Dispatcher):
     __slots__ = (
         "_alive",
         "_begun",
+        "_context",
+        "_drainer",
         "_ending",
         "_instruction",
         "_killed",
         "_life",
+        "_resumed",
         "_started_signal",
         "actor",
         "actor_class",
@@ -277,6 +287,9 @@ class ActorCell(Dispatcher):
         self._instruction: asyncio.Future[tuple[str, str]] | None = None
         self._begun: asyncio.Future[BaseException | None] | None = None
         self._started_signal: asyncio.Future[None] | None = None
+        self._context: contextvars.Context | None = None  # the cell task's (see start_task)
+        self._drainer: asyncio.Task[Any] | None = None
+        self._resumed: Resumed | None = None
 
     def __repr__(self) -> str:
         return f"<ActorCell {self.subject} {self.actor_class.__qualname__}>"
@@ -293,7 +306,10 @@ class ActorCell(Dispatcher):
         """
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._started_signal = started
-        keeper.spawn(self.run(), self.subject)
+        # The task runs in a context the cell keeps, so that a message begun
+        # outside the task (``Dispatcher.run_now``) sees the task's context vars.
+        self._context = contextvars.copy_context()
+        keeper.spawn(self.run(), self.subject, self._context)
         return started
 
     async def run(self) -> None:

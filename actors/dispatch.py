@@ -8,11 +8,15 @@ fast path for :meth:`Dispatcher._slow`.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from synaptic_mesh.actors.handlers import lookup_handler
 from synaptic_mesh.actors.signals import Call, Exit, Signal
+from synaptic_mesh.runtime.eager import Resumed
 from synaptic_mesh.runtime.errors import RemoteError, TransportClosed
 
 if TYPE_CHECKING:
@@ -33,7 +37,11 @@ class Dispatcher:
     actor: AgentActor | None
     actor_class: type[AgentActor]
     current: Call | None
+    concurrency: int
     _ending: Exit | None
+    _drainer: asyncio.Task[Any] | None
+    _resumed: Resumed | None
+    _context: contextvars.Context | None
 
     def _system(self, item: Any) -> bool:
         raise NotImplementedError
@@ -42,42 +50,117 @@ class Dispatcher:
         raise NotImplementedError
 
     async def drain(self) -> None:
-        """Take messages one at a time until this incarnation ends."""
+        """Take messages one at a time until this incarnation ends.
+
+        With one drain task (``concurrency`` 1), a message that arrives while
+        it sleeps may be begun outside it (:meth:`run_now`); what such a
+        message still has to wait for is finished here, before anything else.
+        """
         mailbox = self.mailbox
         user = mailbox.user
         table = self.table
         actor = self.actor
-        while self._ending is None:
-            system = mailbox.system  # re-read: the lane is made on first use
-            if system:
-                item = system.popleft()
-                if item.__class__ is Signal:
-                    await self._slow(actor, item.message)
-                elif not self._system(item):
-                    mailbox.wake()  # let sibling workers (concurrency > 1) see the end
+        if self.concurrency == 1:
+            self._drainer = asyncio.current_task()
+        try:
+            while self._ending is None:
+                resumed = self._resumed
+                if resumed is not None:  # the rest of a message run_now began
+                    self._resumed = None
+                    await resumed
+                    continue
+                system = mailbox.system  # re-read: the lane is made on first use
+                if system:
+                    item = system.popleft()
+                    if item.__class__ is Signal:
+                        await self._slow(actor, item.message)
+                    elif not self._system(item):
+                        mailbox.wake()  # let sibling workers (concurrency > 1) see the end
+                        return
+                    continue
+                if user:
+                    item = user.popleft()
+                    if mailbox._putters:
+                        mailbox.taken()
+                    handler = table.get(item.__class__)
+                    if handler is not None:
+                        try:
+                            await handler(actor, item)
+                        except Exception as exc:
+                            # a Call taken by its class (pipeline item, survey question)
+                            failed_on = item.message if isinstance(item, Call) else item
+                            if self._crashed(exc, failed_on):
+                                mailbox.wake()
+                                return
+                    else:
+                        await self._slow(actor, item)
+                    continue
+                if mailbox.closed:
                     return
-                continue
-            if user:
-                item = user.popleft()
-                if mailbox._putters:
-                    mailbox.taken()
-                handler = table.get(item.__class__)
-                if handler is not None:
-                    try:
-                        await handler(actor, item)
-                    except Exception as exc:
-                        # a Call taken by its class (pipeline item, survey question)
-                        failed_on = item.message if isinstance(item, Call) else item
-                        if self._crashed(exc, failed_on):
-                            mailbox.wake()
-                            return
-                else:
-                    await self._slow(actor, item)
-                continue
-            if mailbox.closed:
-                return
-            item = None  # do not keep the last message (and its buffers) alive while idle
-            await mailbox.wait()
+                item = None  # do not keep the last message (and its buffers) alive while idle
+                try:
+                    await mailbox.wait()
+                except BaseException as exc:  # cancelled: the message run_now began learns it
+                    resumed = self._resumed
+                    if resumed is None:
+                        raise
+                    self._resumed = None
+                    await resumed.throwing(exc)
+        finally:
+            self._drainer = None
+
+    def run_now(self, item: Any) -> bool:
+        """Handle ``item`` here and now, as the drain task would, if the actor is idle;
+        ``False`` (nothing done) tells the caller to queue it.
+
+        A message from another node arrives in a protocol callback. Queued, it
+        would wake the drain task, which costs a trip around the event loop
+        before the handler starts (and, for an ask, before the reply leaves).
+        So while the one drain task (``concurrency`` 1) sleeps on an empty
+        mailbox, and no task is running (a callback of the event loop), the
+        handler runs right here, as the drain task: that task is the current
+        task meanwhile, and its context vars apply, so ``asyncio.timeout``,
+        AnyIO cancel scopes and ``current_task`` behave as in the task. If the
+        handler has to wait, the drain task takes the rest over (``_resumed``)
+        before any other message, so the actor still handles one message at a
+        time, in order.
+        """
+        task = self._drainer
+        mailbox = self.mailbox
+        if (
+            task is None
+            or self._resumed is not None
+            or mailbox._waiter is None
+            or mailbox.user
+            or mailbox.system
+            or asyncio.current_task() is not None
+        ):
+            return False
+        handler = self.table.get(item.__class__)
+        coro = self._slow(self.actor, item) if handler is None else self._tell(handler, item)
+        loop = task.get_loop()
+        _enter_task(loop, task)
+        try:
+            yielded = self._context.run(coro.send, None)  # type: ignore[union-attr]
+        except StopIteration:
+            if self._ending is not None:  # a crash ended the incarnation: the task ends it
+                mailbox.wake()
+            return True
+        except BaseException as exc:  # not an Exception (those are handled): the task raises it
+            coro, yielded = _raise(exc), None
+        finally:
+            _leave_task(loop, task)
+        self._resumed = Resumed(coro, yielded)
+        mailbox.wake()
+        return True
+
+    async def _tell(self, handler: Callable[..., Any], item: Any) -> None:
+        """A message taken by its class, as the drain loop handles it."""
+        try:
+            await handler(self.actor, item)
+        except Exception as exc:
+            # a Call taken by its class (pipeline item, survey question)
+            self._crashed(exc, item.message if isinstance(item, Call) else item)
 
     async def _slow(self, actor: Any, item: Any) -> None:
         """Everything but a bare tell with a known handler: asks, subscriptions, unknowns."""
@@ -155,3 +238,8 @@ class Dispatcher:
             self.host.dead_letter(reason, self.subject, item.message, item.sender)
             return
         self.host.dead_letter(reason, self.subject, item, sender)
+
+
+async def _raise(error: BaseException) -> None:
+    """Raise ``error`` in the drain task (what ``run_now`` cannot raise in a callback)."""
+    raise error

@@ -62,17 +62,31 @@ class Resumed:
 
     The task waits on what the coroutine yielded, exactly as if it had run the
     coroutine from the start, and passes results, exceptions and cancellation
-    through to it.
+    through to it. :meth:`throwing` makes one that first raises an exception
+    in the coroutine (a cancellation that reached the task before it took the
+    coroutine over).
     """
 
-    __slots__ = ("_coro", "_yielded")
+    __slots__ = ("_coro", "_error", "_yielded")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
         self._coro = coro
         self._yielded = yielded
+        self._error: BaseException | None = None
+
+    def throwing(self, error: BaseException) -> Resumed:
+        """This continuation, raising ``error`` in the coroutine where it waits."""
+        self._error = error
+        return self
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        coro, signal = self._coro, self._yielded
+        coro, signal, error = self._coro, self._yielded, self._error
+        if error is not None:
+            self._error = None
+            try:
+                signal = coro.throw(error)
+            except StopIteration as stop:
+                return stop.value
         while True:
             try:
                 sent = yield signal

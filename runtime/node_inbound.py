@@ -96,6 +96,8 @@ class NodeInbound:
         else:
             self.dead_letter(f"unexpected {env.kind!r} message", subject, env.body, env.sender)
             return DONE
+        if cell.run_now(item):  # the actor slept: its handler ran here, no trip around the loop
+            return DONE
         try:
             cell.mailbox.put_nowait(item)  # the common case: room in the mailbox
         except (MailboxFull, TransportClosed):  # waits under "block", else dead-lettered
@@ -123,6 +125,8 @@ class NodeInbound:
             reply_to=env.reply_to or reply_to,
             corr=env.corr,
         )
+        if cell.run_now(call):
+            return DONE
         try:
             cell.mailbox.put_nowait(call)  # the common case: room in the mailbox
         except (MailboxFull, TransportClosed):  # waits under "block", else dead-lettered
