@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,6 +40,21 @@ class Timed:
     limit: float
 
 
+@message(name="test_remote_delivery.SelfCancel")
+class SelfCancel:
+    """The handler cancels its own task before its first wait."""
+
+
+def called_from(name: str) -> bool:
+    """Whether a function called ``name`` is on the current call stack."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == name:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
 class Seer(AgentActor):
     def __init__(self, seen: list[Any]) -> None:
         self.seen = seen
@@ -51,6 +67,7 @@ class Seer(AgentActor):
     @on(Probe)
     async def probe(self, msg: Probe) -> str:
         self.seen.append((msg.text, asyncio.current_task() is self.task, NAME.get()))
+        self.seen.append(("in the callback", called_from("run_now")))
         NAME.set(msg.text)  # stays in the actor's context, as it would in its task
         return msg.text
 
@@ -73,6 +90,18 @@ class Seer(AgentActor):
             self.seen.append(("left", msg.limit))
         return "slept"
 
+    @on(SelfCancel)
+    async def self_cancel(self, msg: SelfCancel) -> str:
+        task = asyncio.current_task()
+        assert task is self.task
+        task.cancel()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            task.uncancel()
+            return "caught"
+        return "not cancelled"
+
 
 @asynccontextmanager
 async def two_nodes() -> AsyncIterator[tuple[Node, Node]]:
@@ -93,8 +122,11 @@ async def test_an_idle_actor_handles_a_remote_ask_as_its_own_task_in_its_context
         assert await cell.ask(Probe("three"), timeout=5) == "three"
     assert seen == [
         ("one", True, "set in on_start"),
+        ("in the callback", True),
         ("two", True, "one"),
+        ("in the callback", True),
         ("three", True, "two"),
+        ("in the callback", False),
     ]
 
 
@@ -120,6 +152,15 @@ async def test_asyncio_timeout_in_a_handler_begun_in_the_callback(limit: float) 
         assert await away.ask("svc.seer", Timed(limit), timeout=5) == "timed out"
         assert await away.ask("svc.seer", Probe("after"), timeout=5) == "after"
     assert seen[0] == ("left", limit)
+
+
+async def test_a_handler_cancelling_its_own_task_before_it_waits_gets_the_cancellation() -> None:
+    """The cancellation reaches the drain task while it still sleeps on the mailbox: it is
+    passed on to the handler, at its first wait, as in a task that ran it from the start."""
+    async with two_nodes() as (home, away):
+        await home.spawn(Seer, "svc.seer", [])
+        assert await away.ask("svc.seer", SelfCancel(), timeout=5) == "caught"
+        assert await away.ask("svc.seer", Probe("still alive"), timeout=5) == "still alive"
 
 
 async def test_stopping_an_actor_cancels_the_handler_it_began_in_the_callback() -> None:
