@@ -124,6 +124,18 @@ DEFAULT_LIMITS: Final = CodecLimits()
 
 _PLAIN_SCALARS: Final = frozenset({bool, int, float, str, bytes})
 
+_NONE: Final = type(None)
+_USUAL_TYPES: Final = frozenset(
+    (int, str, str, sender, str, reply_to, corr, int, deadline, _NONE, str, body, int)
+    for sender in (str, _NONE)
+    for reply_to in (str, _NONE)
+    for corr in (str, _NONE)
+    for deadline in (float, _NONE)
+    for body in (dict, list, str, bytes, int, float, bool, _NONE)
+)
+"""The item types of a frame 0 as nodes write it (no headers, a float deadline or none):
+checked at once by ``_decode``, whose item-by-item checks run for anything else."""
+
 _TLS = threading.local()
 """Per thread: ``packer``, a reusable msgpack.Packer (packb builds one per call),
 and ``sink``, the FrameSink that is its ``default`` hook."""
@@ -525,6 +537,68 @@ def _decode(frames: Sequence[bytes | bytearray | memoryview], limits: CodecLimit
         refs = 0
     except _HasExt:
         top, refs = _unpack_ext(frame0, limits, size)
+    if not (  # the usual envelope: one check of all the types, then the values
+        type(top) is list
+        and len(top) == FRAME0_ITEMS
+        and tuple(map(type, top)) in _USUAL_TYPES
+        and top[0] == WIRE_VERSION
+        and top[2] in KINDS
+        and top[4]
+        and top[7] >= 0
+        and top[12] == n_frames - 1
+    ):
+        top = _checked_items(top, n_frames, limits)  # says what is wrong, or normalizes
+    (
+        _,
+        id_,
+        kind,
+        sender,
+        subject,
+        reply_to,
+        corr,
+        seq,
+        deadline,
+        headers,
+        type_,
+        body,
+        _announced,  # checked: the frames that follow
+    ) = top
+    own = tuple(frames[1:]) if n_frames > 1 else ()
+    if type_:
+        if refs:
+            body, own = _decode_with_refs(type_, body, limits, frames, refs)
+        else:
+            body = _decode_typed(type_, body, limits)
+    else:
+        if refs:
+            raise DecodeError(
+                f"frame 0 holds {refs} attachment reference(s) but no typed message: "
+                "references stand only in buffer fields of a @message"
+            )
+        try:
+            check_plain_decoded(body, limits.max_depth)
+        except FieldError as exc:
+            raise DecodeError(f"envelope field 'body'{_at(exc)}: {exc.detail}") from None
+
+    return Envelope(
+        id_,
+        kind,
+        subject,
+        body,
+        type=type_,
+        sender=sender,
+        reply_to=reply_to,
+        corr=corr,
+        seq=seq,
+        deadline=deadline,
+        headers=headers,
+        attachments=own,
+    )
+
+
+def _checked_items(top: Any, n_frames: int, limits: CodecLimits) -> list[Any]:
+    """The 13 items of frame 0, each checked (``DecodeError`` says which is wrong), the
+    deadline as a float: what :func:`_decode` does with an envelope that is not the usual."""
     if type(top) is not list:
         raise DecodeError(f"frame 0 must be a msgpack array, got {describe(top)}")
     if not top:
@@ -595,37 +669,21 @@ def _decode(frames: Sequence[bytes | bytearray | memoryview], limits: CodecLimit
             f"envelope announces {n_attachments} attachments but {n_frames - 1} frames follow"
         )
 
-    own = tuple(frames[1:]) if n_frames > 1 else ()
-    if type_:
-        if refs:
-            body, own = _decode_with_refs(type_, body, limits, frames, refs)
-        else:
-            body = _decode_typed(type_, body, limits)
-    else:
-        if refs:
-            raise DecodeError(
-                f"frame 0 holds {refs} attachment reference(s) but no typed message: "
-                "references stand only in buffer fields of a @message"
-            )
-        try:
-            check_plain_decoded(body, limits.max_depth)
-        except FieldError as exc:
-            raise DecodeError(f"envelope field 'body'{_at(exc)}: {exc.detail}") from None
-
-    return Envelope(
+    return [
+        WIRE_VERSION,
         id_,
         kind,
+        sender,
         subject,
+        reply_to,
+        corr,
+        seq,
+        deadline,
+        headers,
+        type_,
         body,
-        type=type_,
-        sender=sender,
-        reply_to=reply_to,
-        corr=corr,
-        seq=seq,
-        deadline=deadline,
-        headers=headers,
-        attachments=own,
-    )
+        n_attachments,
+    ]
 
 
 def _check_frames(frames: Sequence[Any], limits: CodecLimits) -> None:
