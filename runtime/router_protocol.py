@@ -36,6 +36,7 @@ with :class:`RouterProtocolError` (which closes that link only).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -128,6 +129,22 @@ def name(op: int) -> str:
     return _NAMES.get(op, f"op {op}")
 
 
+_unpack_header = functools.partial(
+    msgpack.unpackb,
+    raw=False,
+    strict_map_key=True,
+    max_bin_len=0,
+    max_ext_len=0,
+    max_map_len=0,
+    max_array_len=MAX_QUEUES + 8,
+)
+"""``msgpack.unpackb`` with the header's limits bound once, not passed on every call."""
+
+_NONE: Final = type(None)
+_USUAL_MSG: Final = frozenset({(int, str, str, list, int), (int, str, _NONE, list, int)})
+"""The item types of a MSG or MSGS header (a reply subject or none)."""
+
+
 def decode_header(frames: Sequence[Buffer]) -> list[Any]:
     """The validated header of one link message: ``[op, field, ...]``.
 
@@ -136,44 +153,32 @@ def decode_header(frames: Sequence[Buffer]) -> list[Any]:
     if not frames:
         raise RouterProtocolError("empty message: a router message has a header frame")
     header = frames[0]
-    size = len(header) if isinstance(header, bytes | bytearray) else memoryview(header).nbytes
+    size = len(header) if type(header) is bytes else memoryview(header).nbytes
     if size > MAX_HEADER:
         raise RouterProtocolError(f"header frame of {size} bytes exceeds {MAX_HEADER}")
     try:
-        items = msgpack.unpackb(
-            header,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=0,
-            max_ext_len=0,
-            max_map_len=0,
-            max_array_len=MAX_QUEUES + 8,
-        )
+        items = _unpack_header(header)
     except Exception as exc:
         preview = bytes(header[:16]).hex()
         raise RouterProtocolError(
             f"header frame is not valid msgpack ({exc}); starts {preview}"
         ) from None
-    if not isinstance(items, list) or not items or type(items[0]) is not int:
-        raise RouterProtocolError(f"header must be an array starting with an op code: {items!r}")
-    op = items[0]
-    if len(items) == 5 and (
-        op == MSG or (op == MSGS and items[2] is None and 1 < len(frames) <= MAX_BATCH + 1)
-    ):  # the common MSG or MSGS (no queue group or one), checked inline
-        subject, reply_to, queues, hops = items[1], items[2], items[3], items[4]
-        if (
-            type(subject) is str
+    if type(items) is list and len(items) == 5 and tuple(map(type, items)) in _USUAL_MSG:
+        op, subject, reply_to, queues, hops = items
+        if (  # the common MSG or MSGS (no queue group or one), checked inline
+            (op == MSG or (op == MSGS and reply_to is None and 1 < len(frames) <= MAX_BATCH + 1))
             and 0 < len(subject) <= 1024
-            and (reply_to is None or (type(reply_to) is str and 0 < len(reply_to) <= 1024))
-            and type(queues) is list
+            and (reply_to is None or 0 < len(reply_to) <= 1024)
+            and hops >= 0
             and (
                 not queues
                 or (len(queues) == 1 and type(queues[0]) is str and 0 < len(queues[0]) <= 1024)
             )
-            and type(hops) is int
-            and hops >= 0
         ):
             return items
+    if not isinstance(items, list) or not items or type(items[0]) is not int:
+        raise RouterProtocolError(f"header must be an array starting with an op code: {items!r}")
+    op = items[0]
     arity = _ARITY.get(op)
     if arity is None:
         raise RouterProtocolError(f"unknown router operation {op}")
