@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from synaptic_mesh.transports.base import Buffer
 
@@ -38,6 +38,8 @@ class LinkLimits:
     max_frames: int = 256
     high_water: int = 1024 * 1024
     low_water: int = 256 * 1024
+    pair_frame: int = field(init=False, repr=False, compare=False, default=-1)
+    pair_joined: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_frame <= 0xFFFFFFFF:
@@ -46,6 +48,11 @@ class LinkLimits:
             raise ValueError("max_message and max_frames must be positive (max_frames < 65536)")
         if not 0 <= self.low_water <= self.high_water:
             raise ValueError("need 0 <= low_water <= high_water")
+        # The bounds of the common two-frame message, folded for the hot paths: the
+        # largest frame of one (-1 if a message may not have two frames), and the
+        # largest total written with one join.
+        object.__setattr__(self, "pair_frame", self.max_frame if self.max_frames >= 2 else -1)
+        object.__setattr__(self, "pair_joined", min(JOIN_BELOW - 1, self.max_message))
 
 
 def _as_buffer(frame: Buffer) -> memoryview | bytes:
@@ -72,13 +79,8 @@ def encode_message(frames: Sequence[Buffer], limits: LinkLimits) -> tuple[list[B
         if type(head) is bytes and type(body) is bytes:
             a, b = len(head), len(body)
             total = a + b
-            if (
-                total < JOIN_BELOW
-                and total <= limits.max_message
-                and n <= limits.max_frames
-                and a <= limits.max_frame
-                and b <= limits.max_frame
-            ):
+            pair = limits.pair_frame
+            if total <= limits.pair_joined and a <= pair and b <= pair:
                 return [b"".join((_PREFIX_2.pack(2, a, b), head, body))], total
     if not 1 <= n <= limits.max_frames:
         raise ValueError(f"a message has 1 to {limits.max_frames} frames, got {n}")

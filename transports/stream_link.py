@@ -69,6 +69,8 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
         self, limits: LinkLimits, role: str, on_connected: Callable[[Link], None] | None = None
     ) -> None:
         self.limits = limits
+        # the largest frame of a two-frame message taken in one step (_whole_message)
+        self._pair_frame = min(BIG_FRAME - 1, limits.pair_frame)
         self._on_connected = on_connected
         self._role = role  # "dialed" or "accepted", for logs
         self._init_end(f"{role} link")
@@ -428,19 +430,17 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
         if count == 2 and avail >= 12:  # the common small message (a header and an envelope)
             a, b = _LENGTHS_2.unpack_from(buf, start + 4)
             total = a + b
-            if (
-                avail >= 12 + total
-                and a < BIG_FRAME
-                and b < BIG_FRAME
-                and a <= limits.max_frame
-                and b <= limits.max_frame
-                and total <= limits.max_message
-                and limits.max_frames >= 2
-            ):
+            pair = self._pair_frame
+            if avail >= 12 + total and a <= pair and b <= pair and total <= limits.max_message:
                 first = start + 12
                 second = first + a
-                self._start = second + b
-                self._take([bytes(buf[first:second]), bytes(buf[second : self._start])])
+                self._start = end = second + b
+                message: list[Buffer] = [bytes(buf[first:second]), bytes(buf[second:end])]
+                receiver = self._receiver
+                if receiver is not None:
+                    receiver(message)
+                else:
+                    self._take(message)
                 return True
         head = 4 + 4 * count
         if not 1 <= count <= limits.max_frames or avail < head:
