@@ -54,6 +54,7 @@ from .attachments import (
     Resolver,
     buffer_size,
     ext_hook,
+    made,
     note_threshold,
     set_resolver,
 )
@@ -175,6 +176,7 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
     schema = _SCHEMAS.get(cls)
     if schema is None and is_message(body):
         schema = _schema(cls)
+    buffers = False
     try:
         if schema is not None:
             if env.type and env.type != schema.name:
@@ -183,7 +185,10 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
                     f"(message type {schema.name!r})"
                 )
             wire_type = env.type = schema.name  # the envelope now names its body's type
+            pendings = made.count
             wire_body: Any = schema.encode_fields(body, limits.max_depth)
+            if pendings != made.count:  # a buffer to place as a frame of its own
+                buffers = True
         else:
             if env.type:
                 raise TypeError(
@@ -201,7 +206,7 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
         packer = _TLS.packer
     except AttributeError:
         packer = _new_packer()
-    if schema is not None and schema.buffers:
+    if buffers:
         return _encode_buffers(env, wire_type, wire_body, limits, packer)
     attachments = env.attachments
     n_attachments = len(attachments)
