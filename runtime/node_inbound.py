@@ -91,12 +91,15 @@ class NodeInbound:
             item: Any = Call(
                 env.body, reply_to=reply_to, corr=env.corr, sender=env.sender, subject=subject
             )
+            # Somebody waits for the answer: if the actor sleeps, its handler runs here,
+            # and the reply leaves without a trip around the loop. A one-way message
+            # is queued: the task takes a burst of them in one go, for less per message.
+            if cell.run_now(item):
+                return DONE
         elif env.kind in (TELL, PUBLISH):
             item = env.body
         else:
             self.dead_letter(f"unexpected {env.kind!r} message", subject, env.body, env.sender)
-            return DONE
-        if cell.run_now(item):  # the actor slept: its handler ran here, no trip around the loop
             return DONE
         try:
             cell.mailbox.put_nowait(item)  # the common case: room in the mailbox
@@ -125,7 +128,7 @@ class NodeInbound:
             reply_to=env.reply_to or reply_to,
             corr=env.corr,
         )
-        if cell.run_now(call):
+        if call.reply_to is not None and cell.run_now(call):  # an answer is awaited
             return DONE
         try:
             cell.mailbox.put_nowait(call)  # the common case: room in the mailbox
