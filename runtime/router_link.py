@@ -432,6 +432,10 @@ def sole_recipient(
 
 
 def _size(frames: Sequence[Buffer]) -> int:
+    if len(frames) == 2:  # a header and an envelope, as a stream link hands them over: bytes
+        head, body = frames
+        if type(head) is bytes and type(body) is bytes:
+            return len(head) + len(body)
     total = 0
     for f in frames:
         total += len(f) if type(f) is bytes else memoryview(f).nbytes

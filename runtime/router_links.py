@@ -306,6 +306,22 @@ class LinkService:
         behind it; the credit goes back once all of it is delivered.
         """
         subject, reply_to, handler = items[1], items[2], sub.handler
+        if items[0] == proto.MSG:  # one message, the common case: no list of them, no loop
+            result = None
+            if sub.active:
+                try:
+                    coro = handler(subject, frames[1:], reply_to)
+                    if coro is not eager.DONE:
+                        result, yielded = eager.step(coro)
+                except Exception:
+                    log.exception("%s: handler of %s failed on %s", self.id, sub.pattern, subject)
+            if result is eager.PENDING:
+                state.busy = True
+                rest = eager.Resumed(coro, yielded)
+                self._spawn(self._finish(state, sub, subject, rest, size, count), "delivery")
+                return
+            state.delivered(size, count)
+            return
         messages = _messages(items, frames)
         for i, message in enumerate(messages):
             if not sub.active:
