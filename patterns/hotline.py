@@ -15,7 +15,11 @@ Semantics:
 - Exclusive: an actor answers at most one line at a time. A caller asking
   for a peer that is on a line gets ``HotlineBusy`` at once (the check runs
   on the peer's node outside its mailbox, so a busy peer is not in the way).
-  A caller may hold several lines to different peers.
+  A caller may hold several lines to different peers. The caller the peer is
+  on a line with is answered once that line has closed, or with
+  ``HotlineBusy`` after ``REOPEN_GRACE`` seconds: opening again right after
+  hanging up, its hang-up may still be on its way (on a native PAIR line it
+  travels on the line's own socket, apart from the request).
 - ``on_hotline(line)`` runs as one of the peer's messages (in its mailbox,
   after what is queued before it); the line lasts until it returns, and the
   peer handles nothing else meanwhile unless it has ``concurrency > 1``.
@@ -69,7 +73,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from weakref import WeakKeyDictionary
 
 from synaptic_mesh.actors.signals import Call
@@ -106,6 +110,9 @@ __all__ = ["GenericPair", "Hotline", "PairLowering", "accept_hotlines", "open_ho
 log = logging.getLogger("synaptic_mesh.patterns.hotline")
 
 DEFAULT_OPEN_TIMEOUT = 5.0
+REOPEN_GRACE: Final = 1.0
+"""Seconds a peer waits for a caller's line to close when the same caller opens another:
+its hang-up may travel apart from the request, on the line's own socket (native PAIR)."""
 
 
 @message(name="_mesh.HotlineOpen")
@@ -213,6 +220,22 @@ async def accept_hotlines(actor: AgentActor) -> None:
             node.dead_letter("not a hotline request", subject, request, env.sender)
             return
         reply = Call(request, reply_to=answer_to, corr=env.corr, subject=me)
+        busy = lines.get(me)
+        if busy is not None and not busy.closed and busy.peer == request.caller:
+            # The same caller opens again: it has let go of its line here, whose hang-up
+            # may still be on its way (a native PAIR line has a socket of its own, which
+            # the request does not travel on). Answer once that line has closed, from a
+            # task: this delivery must not wait.
+            node.spawn_system_task(lambda: take_after(busy, request, reply, subject))
+            return
+        await take(request, reply, subject)
+
+    async def take_after(busy: Hotline, request: HotlineOpen, reply: Call, subject: str) -> None:
+        await busy.wait_closed(REOPEN_GRACE)
+        await take(request, reply, subject)
+
+    async def take(request: HotlineOpen, reply: Call, subject: str) -> None:
+        """Accept the line ``request`` opens, or answer why not (busy, not running)."""
         busy = lines.get(me)
         if busy is not None and not busy.closed:
             error = HotlineBusy(f"{me} is on a hotline with {busy.peer}")

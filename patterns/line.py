@@ -147,6 +147,12 @@ class Hotline:
     def closed(self) -> bool:
         return self.closed_reason is not None
 
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the line to close; whether it has."""
+        with anyio.move_on_after(timeout):
+            await self._ended.wait()
+        return self.closed
+
     # -- talking -----------------------------------------------------------------
 
     async def send(self, message: Any) -> None:

@@ -172,3 +172,45 @@ async def test_a_line_queued_for_a_peer_that_stops_is_closed_with_the_reason() -
         await call
         kind, reason = log[0]
         assert kind == "HotlineClosed" and reason.startswith("core.gemini ended (")
+
+
+async def test_the_same_caller_opening_again_is_answered_once_its_line_closed() -> None:
+    """A caller's hang-up may travel apart from its next request (a native PAIR line has a
+    socket of its own): the peer answers a request from the caller it is on a line with
+    once that line has closed, instead of refusing it as busy."""
+    async with Node(hub()) as node:
+        await spawn_pair(node)
+        claude = node._local["core.claude"].actor
+        async with claude.hotline("core.gemini") as first:
+            await first.send("a")
+            assert await first.receive() == "echo a"
+
+            async def hang_up_soon() -> None:
+                await asyncio.sleep(0.1)
+                await first.close()
+
+            closing = asyncio.create_task(hang_up_soon())
+            async with claude.hotline("core.gemini") as second:  # asked while the first is open
+                assert first.closed
+                await second.send("b")
+                assert await second.receive() == "echo b"
+            await closing
+
+
+async def test_the_same_caller_still_holding_its_line_is_busy_after_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from synaptic_mesh.patterns import hotline
+
+    monkeypatch.setattr(hotline, "REOPEN_GRACE", 0.1)
+    async with Node(hub()) as node:
+        await spawn_pair(node)
+        claude = node._local["core.claude"].actor
+        async with claude.hotline("core.gemini") as first:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(HotlineBusy, match=r"on a hotline with core\.claude"):
+                async with claude.hotline("core.gemini"):
+                    pass
+            assert asyncio.get_running_loop().time() - started >= 0.1
+            await first.send("still here")
+            assert await first.receive() == "echo still here"
