@@ -64,11 +64,6 @@ class Dispatcher:
             self._drainer = asyncio.current_task()
         try:
             while self._ending is None:
-                resumed = self._resumed
-                if resumed is not None:  # the rest of a message run_now began
-                    self._resumed = None
-                    await resumed
-                    continue
                 system = mailbox.system  # re-read: the lane is made on first use
                 if system:
                     item = system.popleft()
@@ -106,6 +101,11 @@ class Dispatcher:
                         raise
                     self._resumed = None
                     await resumed.throwing(exc)
+                    continue
+                resumed = self._resumed  # run_now sets it only while the task waits here
+                if resumed is not None:  # the rest of a message run_now began
+                    self._resumed = None
+                    await resumed
         finally:
             self._drainer = None
 
@@ -125,6 +125,8 @@ class Dispatcher:
         before any other message, so the actor still handles one message at a
         time, in order.
         """
+        if asyncio.current_task() is not None:  # first: decides alone for in-process senders
+            return False
         task = self._drainer
         mailbox = self.mailbox
         if (
@@ -133,7 +135,6 @@ class Dispatcher:
             or mailbox._waiter is None
             or mailbox.user
             or mailbox.system
-            or asyncio.current_task() is not None
         ):
             return False
         handler = self.table.get(item.__class__)

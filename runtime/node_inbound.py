@@ -37,6 +37,7 @@ class NodeInbound:
 
     codec_limits: codec.CodecLimits
     stats: NodeStats
+    _by_reference: bool
     _inbox: str
     _pending: dict[str, tuple[asyncio.Future[Any], str, Any]]
 
@@ -94,7 +95,8 @@ class NodeInbound:
             # Somebody waits for the answer: if the actor sleeps, its handler runs here,
             # and the reply leaves without a trip around the loop. A one-way message
             # is queued: the task takes a burst of them in one go, for less per message.
-            if cell.run_now(item):
+            # (In process, the sender's task delivers: never a time to run now.)
+            if not self._by_reference and cell.run_now(item):
                 return DONE
         elif env.kind in (TELL, PUBLISH):
             item = env.body
@@ -128,7 +130,7 @@ class NodeInbound:
             reply_to=env.reply_to or reply_to,
             corr=env.corr,
         )
-        if call.reply_to is not None and cell.run_now(call):  # an answer is awaited
+        if call.reply_to is not None and not self._by_reference and cell.run_now(call):
             return DONE
         try:
             cell.mailbox.put_nowait(call)  # the common case: room in the mailbox
