@@ -157,7 +157,10 @@ class LinkState:
         # sending: the MSGS being gathered, and what the turn's last one-frame MSG was for
         self.batch_bytes = batch_bytes
         self._batch: list[Buffer] | None = None  # its header, then one frame per message
-        self._batch_size = 0  # bytes of its messages (the header not counted)
+        self._batch_left = 0  # messages that may still join it
+        self._batch_room = 0  # bytes that may still join it
+        self._batch_opened = 0  # _batch_room when it opened
+        self._batch_cost = 0  # bytes of its header and first message
         self._last_subject: str | None = None
         self._last_queues: Sequence[str] = ()
         self._last_hops = 0
@@ -239,10 +242,10 @@ class LinkState:
 
         ``size`` is the bytes of the header and ``frames`` together.
         """
+        if self._batch is not None:  # first: it goes before, and takes its credit
+            self._send_batch()
         if self._credit_msgs < 1 or self._credit_bytes < size:
             return False
-        if self._batch is not None:
-            self._send_batch()
         if not self.link.try_send([header, *frames]):
             return False
         self._credit_msgs -= 1
@@ -262,8 +265,9 @@ class LinkState:
         same subject in the same turn (a burst of tells or replies) are
         gathered in a MSGS, sent when the turn ends, when it is full, or
         before anything else goes over this link, so the link's order holds.
-        Each gathered message takes its credit as it joins, the MSGS header
-        with the first; the receiver counts the MSGS alike. ``size`` is the
+        A MSGS takes credit for each of its messages and all its bytes (its
+        header's too) when it is sent, and opens only with that much credit
+        for what may join it; the receiver counts it alike. ``size`` is the
         bytes of ``frame``.
         """
         if (
@@ -274,31 +278,27 @@ class LinkState:
             and size <= self.batch_bytes
         ):
             batch = self._batch
-            if batch is not None and self._batch_size + size > self.batch_bytes:
-                self._send_batch()
-                batch = None
-            if batch is None:
-                if not self.link.can_send_now():
-                    return False
-                header = proto.msgs_header(subject, queues, hops)
-                cost = len(header) + size
-                if self._credit_msgs < 1 or self._credit_bytes < cost:
-                    return False
-                batch = self._batch = [header, frame]
-                self._batch_size = size
-                self.stats.batches_sent += 1
-            else:
-                cost = size
-                if self._credit_msgs < 1 or self._credit_bytes < cost:
-                    return False
-                batch.append(frame)
-                self._batch_size += size
-            self._credit_msgs -= 1
-            self._credit_bytes -= cost
-            self.stats.messages_sent += 1
-            self.stats.bytes_sent += cost
-            if len(batch) > proto.MAX_BATCH:
-                self._send_batch()
+            if batch is not None:
+                if self._batch_left and size <= self._batch_room:  # it joins
+                    batch.append(frame)
+                    self._batch_left -= 1
+                    self._batch_room -= size
+                    return True
+                self._send_batch()  # full, or its credit used up: it goes, another opens
+            if not self.link.can_send_now():
+                return False
+            header = proto.msgs_header(subject, queues, hops)
+            cost = len(header) + size
+            if self._credit_msgs < 1 or self._credit_bytes < cost:
+                return False
+            self._batch = [header, frame]
+            # What may still join: the MSGS's own bounds, and the credit left now
+            # (taken when it is sent; every other send on the link sends it first).
+            self._batch_left = min(proto.MAX_BATCH, self._credit_msgs) - 1
+            self._batch_room = self._batch_opened = min(
+                self.batch_bytes - size, self._credit_bytes - cost
+            )
+            self._batch_cost = cost
             return True
         header = proto.msg_header(subject, None, queues, hops)
         if not self.try_send_msg(header, (frame,), len(header) + size):
@@ -317,10 +317,18 @@ class LinkState:
             self._send_batch()
 
     def _send_batch(self) -> None:
-        """Send the MSGS being gathered (its credit was taken as its messages joined)."""
+        """Send the MSGS being gathered, taking its credit: one per message, and its bytes."""
         batch, self._batch = self._batch, None
         if batch is None:
             return
+        count = len(batch) - 1
+        cost = self._batch_cost + self._batch_opened - self._batch_room
+        self._credit_msgs -= count
+        self._credit_bytes -= cost
+        stats = self.stats
+        stats.batches_sent += 1
+        stats.messages_sent += count
+        stats.bytes_sent += cost
         link = self.link
         try:
             if not link.try_send(batch):
