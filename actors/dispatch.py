@@ -125,7 +125,7 @@ class Dispatcher:
         before any other message, so the actor still handles one message at a
         time, in order.
         """
-        if asyncio.current_task() is not None:  # first: decides alone for in-process senders
+        if asyncio.current_task() is not None:  # delivered from a task (a reader's): queue it
             return False
         task = self._drainer
         mailbox = self.mailbox
@@ -138,7 +138,7 @@ class Dispatcher:
         ):
             return False
         handler = self.table.get(item.__class__)
-        coro = self._slow(self.actor, item) if handler is None else self._tell(handler, item)
+        coro = self._slow(self.actor, item) if handler is None else self._by_class(handler, item)
         loop = task.get_loop()
         _enter_task(loop, task)
         try:
@@ -155,7 +155,7 @@ class Dispatcher:
         mailbox.wake()
         return True
 
-    async def _tell(self, handler: Callable[..., Any], item: Any) -> None:
+    async def _by_class(self, handler: Callable[..., Any], item: Any) -> None:
         """A message taken by its class, as the drain loop handles it."""
         try:
             await handler(self.actor, item)
