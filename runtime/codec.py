@@ -33,8 +33,9 @@ Why it is built this way:
 * **Fast.** Each message class is compiled once into per-field converters
   (:mod:`synaptic_mesh.runtime.message_schema`); the hot path is one
   ``msgpack`` call plus a few type checks, a few microseconds per message.
-  The attachment machinery runs only for a message whose schema can hold a
-  buffer, and bulk data is never copied into frame 0 nor out of the frames.
+  The attachment machinery runs only for a message that holds a buffer
+  large enough to travel as a frame of its own, and bulk data is never
+  copied into frame 0 nor out of the frames.
 """
 
 from __future__ import annotations
