@@ -351,6 +351,9 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
             if state == 1 and avail >= 8 and self._whole_message(buf, avail):
                 if self._closed:
                     return
+                if self._start == self._end:  # all read is taken: the buffer starts over
+                    self._start = self._end = 0
+                    return
                 continue
             if state == 3:
                 length = self._lengths[len(self._frames)]
