@@ -306,7 +306,7 @@ class LinkState:
         self._last_subject, self._last_queues, self._last_hops = subject, queues, hops
         if not self._turn_ends:
             self._turn_ends = True
-            self._loop.call_soon(self._end_turn)
+            self.link.at_turn_end(self._end_turn)
         return True
 
     def _end_turn(self) -> None:

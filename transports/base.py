@@ -45,6 +45,7 @@ and the error classes.
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -358,6 +359,12 @@ class Link(abc.ABC):
         """Whether ``try_send`` would take a message of its limits now (the router
         gathers messages only then). The default, like ``try_send``, says no."""
         return False
+
+    def at_turn_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this turn of the event loop is over (the router sends
+        what it gathered then). A link that writes at the end of a turn anyway runs it
+        from there; the default schedules it on its own."""
+        asyncio.get_running_loop().call_soon(callback)
 
     def set_receiver(self, receiver: Callable[[list[Buffer]], None]) -> bool:
         """Optionally push messages instead of queueing them for ``recv``.

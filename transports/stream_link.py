@@ -85,7 +85,8 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._corked: list[Buffer] = []
         self._corked_bytes = 0
-        self._uncork_scheduled = False
+        self._uncork_scheduled = False  # _turn_over is scheduled
+        self._turn_end: list[Callable[[], None]] = []  # what at_turn_end asked for this turn
         self._receiver: Callable[[list[Buffer]], None] | None = None
         # parser state
         self._buf = bytearray(SCRATCH)
@@ -156,13 +157,12 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
             raise self._closed_error()
         if not self._uncork_scheduled:  # first write of this turn: through, and mark the turn
             self._uncork_scheduled = True
-            self._loop.call_soon(self._uncork)
+            self._loop.call_soon(self._turn_over)
             for piece in pieces:
                 transport.write(piece)
             return
         if size >= CORK_BYTES:
             self._uncork()
-            self._uncork_scheduled = True
             for piece in pieces:
                 transport.write(piece)
             return
@@ -170,11 +170,30 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
         self._corked_bytes += size
         if self._corked_bytes >= CORK_BYTES:
             self._uncork()
+
+    def at_turn_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this turn of the event loop is over, before what the turn
+        corked is written: what it sends (the router's gathered MSGS) joins that write.
+        One callback of the loop serves both, where two would cost a loop trip each."""
+        self._turn_end.append(callback)
+        if not self._uncork_scheduled:
             self._uncork_scheduled = True
+            self._loop.call_soon(self._turn_over)
+
+    def _turn_over(self) -> None:
+        """The turn of the event loop is over: the ``at_turn_end`` callbacks, then the cork."""
+        try:
+            callbacks = self._turn_end
+            if callbacks:
+                self._turn_end = []
+                for callback in callbacks:
+                    callback()
+        finally:
+            self._uncork_scheduled = False
+            self._uncork()
 
     def _uncork(self) -> None:
-        """Hand what ``_write`` gathered to the socket, as one buffer; the turn is over."""
-        self._uncork_scheduled = False
+        """Hand what ``_write`` gathered to the socket, as one buffer."""
         corked = self._corked
         if not corked:
             return
