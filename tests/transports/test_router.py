@@ -309,6 +309,37 @@ async def test_a_burst_to_one_subject_travels_as_msgs_in_order_with_exact_credit
         await assert_credit_exact(a, b)
 
 
+async def test_what_a_turn_gathers_leaves_in_one_write_when_the_turn_ends() -> None:
+    """The first message of a turn is written at once; everything after it in the turn,
+    the MSGS still being gathered at its end included, goes in one more socket write."""
+    async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}") as (a, b):
+        got = Collector()
+        await b.subscribe("turn.x", got)
+        await b.subscribe("turn.y", got)
+        await until(lambda: bool(a.peers_serving("turn.x") and a.peers_serving("turn.y")))
+        (state,) = a._interest.links
+        sock = state.link._transport
+        writes: list[int] = []
+        write = sock.write
+
+        def counted(data: Any) -> None:
+            writes.append(len(data))
+            write(data)
+
+        sock.write = counted
+        try:
+            for i in range(50):  # one turn: nothing here awaits
+                assert a.publish_now("turn.x", [b"x%d" % i])
+            assert a.publish_now("turn.y", [b"y"])  # sends the MSGS gathered so far first
+            for i in range(50, 100):
+                assert a.publish_now("turn.x", [b"x%d" % i])  # gathered until the turn ends
+            await until(lambda: len(got.got) == 101, what="every message delivered")
+        finally:
+            sock.write = write
+        assert len(writes) == 2, writes
+        assert a.link_stats(b.id).batches_sent == 2
+
+
 async def test_a_delivery_that_waits_inside_a_msgs_holds_the_rest_of_it_in_order(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
