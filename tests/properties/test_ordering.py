@@ -6,7 +6,10 @@ points, some from the receivers' own node (the local fast path) and some from
 a second node on the same hub, or linked over TCP (through the transport). Every
 receiver must see each sender's messages in the order sent, each exactly once.
 Over TCP, tells sent without a pause travel gathered in MSGS and the receivers'
-small mailboxes fill in the middle of one, so its delivery waits part-way.
+small mailboxes fill in the middle of one, so its delivery waits part-way. A
+receiver's handler may wait a few loop turns: an ask that found it idle was
+begun in the link's callback, and its task finishes it while later messages
+queue behind.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from synaptic_mesh import AgentActor, MailboxFull, Node, message, on
 class Numbered:
     sender: str
     n: int
+    wait: int = 0  # loop turns the handler waits before it records the message
 
 
 class Receiver(AgentActor):
@@ -35,6 +39,8 @@ class Receiver(AgentActor):
 
     @on(Numbered)
     async def got(self, msg: Numbered) -> int:
+        for _ in range(msg.wait):
+            await asyncio.sleep(0)
         self.log[msg.sender].append(msg.n)
         return msg.n
 
@@ -43,7 +49,13 @@ SendOp = st.sampled_from(["tell", "tell_nowait", "ask"])
 SenderPlan = st.tuples(
     st.booleans(),  # from the remote node?
     st.integers(min_value=0, max_value=2),  # receiver index
-    st.lists(st.tuples(SendOp, st.integers(min_value=0, max_value=3)), min_size=1, max_size=40),
+    st.lists(
+        st.tuples(  # how to send, loop turns to pause after, turns the handler waits
+            SendOp, st.integers(min_value=0, max_value=3), st.integers(min_value=0, max_value=2)
+        ),
+        min_size=1,
+        max_size=40,
+    ),
 )
 
 _hubs = itertools.count()
@@ -91,8 +103,8 @@ async def _exchange(plans, home: Node, away: Node, logs: list[dict[str, list[int
     async def sender(name: str, remote: bool, target: int, ops) -> None:
         node = away if remote else home
         ref = node.ref(f"recv.r{target}")
-        for n, (op, pause) in enumerate(ops):
-            msg = Numbered(name, n)
+        for n, (op, pause, wait) in enumerate(ops):
+            msg = Numbered(name, n, wait)
             if op == "tell":
                 await ref.tell(msg)
             elif op == "ask":
