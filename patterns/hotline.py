@@ -93,6 +93,7 @@ from synaptic_mesh.runtime.errors import (
     HotlineClosed,
     HotlineRefused,
     MailboxFull,
+    MeshError,
     NoResponders,
     RemoteError,
     TransportClosed,
@@ -226,8 +227,11 @@ async def accept_hotlines(actor: AgentActor) -> None:
             # may still be on its way (a native PAIR line has a socket of its own, which
             # the request does not travel on). Answer once that line has closed, from a
             # task: this delivery must not wait.
-            node.spawn_system_task(lambda: take_after(busy, request, reply, subject))
-            return
+            try:
+                node.spawn_system_task(lambda: take_after(busy, request, reply, subject))
+                return
+            except MeshError:  # the node is closing: no waiting, the answer is busy
+                pass
         await take(request, reply, subject)
 
     async def take_after(busy: Hotline, request: HotlineOpen, reply: Call, subject: str) -> None:
