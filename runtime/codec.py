@@ -186,10 +186,12 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
                     f"(message type {schema.name!r})"
                 )
             wire_type = env.type = schema.name  # the envelope now names its body's type
-            pendings = made.count
-            wire_body: Any = schema.encode_fields(body, limits.max_depth)
-            if pendings != made.count:  # a buffer to place as a frame of its own
-                buffers = True
+            if schema.buffers:  # it can hold a buffer: did it make one to place as a frame?
+                pendings = made.count
+                wire_body: Any = schema.encode_fields(body, limits.max_depth)
+                buffers = pendings != made.count
+            else:
+                wire_body = schema.encode_fields(body, limits.max_depth)
         else:
             if env.type:
                 raise TypeError(
@@ -617,6 +619,7 @@ def _checked_items(top: Any, n_frames: int, limits: CodecLimits) -> list[Any]:
             f"frame 0 has {len(top)} items, wire version {WIRE_VERSION} needs {FRAME0_ITEMS}"
         )
     # Items past the 13th are ignored: a later minor revision may append fields.
+    items = top[:FRAME0_ITEMS]  # a copy, which gets the normalized deadline
     (
         _,
         id_,
@@ -629,9 +632,9 @@ def _checked_items(top: Any, n_frames: int, limits: CodecLimits) -> list[Any]:
         deadline,
         headers,
         type_,
-        body,
+        _body,  # checked by _decode with its type
         n_attachments,
-    ) = top[:FRAME0_ITEMS] if len(top) > FRAME0_ITEMS else top
+    ) = items
 
     if type(id_) is not str:
         _bad("id", "str", id_)
@@ -675,21 +678,8 @@ def _checked_items(top: Any, n_frames: int, limits: CodecLimits) -> list[Any]:
             f"envelope announces {n_attachments} attachments but {n_frames - 1} frames follow"
         )
 
-    return [
-        WIRE_VERSION,
-        id_,
-        kind,
-        sender,
-        subject,
-        reply_to,
-        corr,
-        seq,
-        deadline,
-        headers,
-        type_,
-        body,
-        n_attachments,
-    ]
+    items[8] = deadline
+    return items
 
 
 def _check_frames(frames: Sequence[Any], limits: CodecLimits) -> None:

@@ -157,7 +157,7 @@ class LinkState:
         # sending: the MSGS being gathered, and what the turn's last one-frame MSG was for
         self.batch_bytes = batch_bytes
         self._batch: list[Buffer] | None = None  # its header, then one frame per message
-        self._batch_left = 0  # messages that may still join it
+        self._batch_limit = 0  # frames it may hold, its header included
         self._batch_room = 0  # bytes that may still join it
         self._batch_opened = 0  # _batch_room when it opened
         self._batch_cost = 0  # bytes of its header and first message
@@ -279,9 +279,8 @@ class LinkState:
         ):
             batch = self._batch
             if batch is not None:
-                if self._batch_left and size <= self._batch_room:  # it joins
+                if len(batch) < self._batch_limit and size <= self._batch_room:  # it joins
                     batch.append(frame)
-                    self._batch_left -= 1
                     self._batch_room -= size
                     return True
                 self._send_batch()  # full, or its credit used up: it goes, another opens
@@ -294,7 +293,7 @@ class LinkState:
             self._batch = [header, frame]
             # What may still join: the MSGS's own bounds, and the credit left now
             # (taken when it is sent; every other send on the link sends it first).
-            self._batch_left = min(proto.MAX_BATCH, self._credit_msgs) - 1
+            self._batch_limit = 1 + min(proto.MAX_BATCH, self._credit_msgs)
             self._batch_room = self._batch_opened = min(
                 self.batch_bytes - size, self._credit_bytes - cost
             )

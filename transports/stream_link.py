@@ -457,12 +457,7 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
                 first = start + 12
                 second = first + a
                 self._start = end = second + b
-                message: list[Buffer] = [bytes(buf[first:second]), bytes(buf[second:end])]
-                receiver = self._receiver
-                if receiver is not None:
-                    receiver(message)
-                else:
-                    self._take(message)
+                self._take([bytes(buf[first:second]), bytes(buf[second:end])])
                 return True
         head = 4 + 4 * count
         if not 1 <= count <= limits.max_frames or avail < head:
