@@ -33,7 +33,13 @@ from synaptic_mesh.transports.nats_frames import envelope_id, pack, unpack
 from synaptic_mesh.transports.nats_groups import GuardedNatsClient
 from synaptic_mesh.transports.nats_js import NatsJsTransport, consumer_name, inside
 from synaptic_mesh.transports.nats_options import SubjectMap, parse_url
-from tests.transports.test_nats_helpers import fresh_prefix, require_shared, shared_host, until
+from tests.transports.test_nats_helpers import (
+    flushed,
+    fresh_prefix,
+    require_shared,
+    shared_host,
+    until,
+)
 
 
 @message(name="test.nats.Note")
@@ -219,7 +225,7 @@ async def test_plain_client_talks_to_an_actor_with_documented_envelopes() -> Non
             assert msgpack.unpackb(answer.data, raw=False)[11] == "REQ"
             # And what a node publishes is a documented envelope for a plain subscriber.
             news = await nc.subscribe(f"{prefix}.news.today")
-            await nc.flush()  # the server has the subscription before b publishes
+            await flushed(nc)  # the server has the subscription before b publishes
             await b.publish("news.today", Note("extra"))
             published = msgpack.unpackb((await news.next_msg(timeout=5)).data, raw=False)
             assert published[2] == "publish" and published[10] == "test.nats.Note"

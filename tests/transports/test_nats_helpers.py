@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import skip_or_fail
 
@@ -41,6 +42,19 @@ def shared_host() -> str:
 
 def fresh_prefix(tag: str = "t") -> str:
     return f"{tag}{os.getpid()}x{os.urandom(4).hex()}"
+
+
+async def flushed(nc: Any) -> None:
+    """``nc.flush()`` that returns only once the server has what ``nc`` sent before it.
+
+    nats-py 2.16's ``flush`` writes its PING straight to the socket, ahead of the
+    commands (a SUB) still in the client's buffer for its flusher task, so a plain
+    client's PONG can come back before its subscription is on the server (see
+    ``GuardedNatsClient._send_ping``, which the transport uses). First let the flusher
+    write them.
+    """
+    await nc._flush_pending(force_flush=True)
+    await nc.flush()
 
 
 def require_shared() -> None:
