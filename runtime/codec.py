@@ -59,6 +59,7 @@ from .attachments import (
     note_threshold,
     set_resolver,
 )
+from .codec_fast import decode_usual, encode_usual
 from .envelope import KINDS, WIRE_VERSION, Envelope
 from .errors import DecodeError
 from .message_schema import (
@@ -107,6 +108,8 @@ class CodecLimits:
     max_attachment_bytes: int = 2 * GiB
     _small: int = dataclasses.field(init=False, repr=False, compare=False, default=0)
     """Frame size up to which no limit but the frame's own length can bind."""
+    _usual: int = dataclasses.field(init=False, repr=False, compare=False, default=0)
+    """Frame 0 size up to which the fast lane (:mod:`.codec_fast`) may take a message."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -119,6 +122,7 @@ class CodecLimits:
             raise ValueError(f"CodecLimits.max_array must be at least {FRAME0_ITEMS} (frame 0)")
         small = min(self.max_str, self.max_bin, self.max_array, 2 * self.max_map)
         object.__setattr__(self, "_small", small)
+        object.__setattr__(self, "_usual", min(small, self.max_frame))
         note_threshold(self.attachment_threshold)  # buffers below every threshold skip the sink
 
 
@@ -171,7 +175,18 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
     Raises ``TypeError`` for a value the wire cannot carry (an arbitrary
     object, a field of the wrong type, a non-str map key) and ``ValueError``
     for a limit exceeded or a malformed envelope field.
+
+    The usual message takes the fast lane (:mod:`.codec_fast`); everything
+    else, and every error, the general path (:func:`encode_general`).
     """
+    frame0 = encode_usual(env, limits._usual)
+    if frame0 is not None:
+        return [frame0]
+    return encode_general(env, limits)
+
+
+def encode_general(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | memoryview]:
+    """:func:`encode` for any envelope, item by item: what the fast lane must match."""
     body = env.body
     cls = type(body)
     schema = _SCHEMAS.get(cls)
@@ -502,7 +517,22 @@ def decode(
     frame; ``bytes`` fields get the frame itself if it is ``bytes``, else a
     copy); the frames no reference names become ``env.attachments``, as a tuple
     of the same buffer objects, not copies.
+
+    The usual message takes the fast lane (:mod:`.codec_fast`, which never
+    raises); everything else the general path (:func:`decode_general`).
     """
+    t = type(frames)
+    if (t is tuple or t is list) and len(frames) == 1:  # as links hand them over
+        env = decode_usual(frames[0], limits._usual)
+        if env is not None:
+            return env
+    return decode_general(frames, limits)
+
+
+def decode_general(
+    frames: Sequence[bytes | bytearray | memoryview], limits: CodecLimits = DEFAULT_LIMITS
+) -> Envelope:
+    """:func:`decode` without the fast lane: what the fast lane must match."""
     try:
         return _decode(frames, limits)
     except DecodeError:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import msgspec
+
 TELL: Final = "tell"
 ASK: Final = "ask"
 REPLY: Final = "reply"
@@ -24,7 +26,16 @@ WIRE_VERSION: Final = 1
 """Version of the frame-0 layout; a decoder rejects versions it does not know."""
 
 
-class Envelope:
+class _Addressed(msgspec.Struct):
+    """The envelope's positional fields (``Envelope(id, kind, subject, body)``)."""
+
+    id: str
+    kind: str
+    subject: str
+    body: Any = None
+
+
+class Envelope(_Addressed, kw_only=True):
     """Addressing and metadata around one message.
 
     ``id``: unique per message (node id and a counter), the dedup key.
@@ -38,51 +49,22 @@ class Envelope:
     ``type``: registered message type name, ``""`` for a plain msgpack value.
     ``body``: the message object (decoded) or plain value.
     ``attachments``: buffers travelling as frames after frame 0.
+
+    A ``msgspec.Struct``: one is made for every message sent and every one
+    received, and a Struct is built in C, five times faster than a slotted
+    class's ``__init__``. Nothing is checked when one is made (the codec
+    checks what it encodes and what it decodes); equal when every field is;
+    unhashable, since it is mutable.
     """
 
-    __slots__ = (
-        "attachments",
-        "body",
-        "corr",
-        "deadline",
-        "headers",
-        "id",
-        "kind",
-        "reply_to",
-        "sender",
-        "seq",
-        "subject",
-        "type",
-    )
-
-    def __init__(
-        self,
-        id: str,
-        kind: str,
-        subject: str,
-        body: Any = None,
-        *,
-        type: str = "",
-        sender: str | None = None,
-        reply_to: str | None = None,
-        corr: str | None = None,
-        seq: int = 0,
-        deadline: float | None = None,
-        headers: dict[str, Any] | None = None,
-        attachments: tuple[Any, ...] = (),
-    ) -> None:
-        self.id = id
-        self.kind = kind
-        self.subject = subject
-        self.body = body
-        self.type = type
-        self.sender = sender
-        self.reply_to = reply_to
-        self.corr = corr
-        self.seq = seq
-        self.deadline = deadline
-        self.headers = headers
-        self.attachments = attachments
+    type: str = ""
+    sender: str | None = None
+    reply_to: str | None = None
+    corr: str | None = None
+    seq: int = 0
+    deadline: float | None = None
+    headers: dict[str, Any] | None = None
+    attachments: tuple[Any, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -90,9 +72,6 @@ class Envelope:
             f"type={self.type!r}, sender={self.sender!r}, corr={self.corr!r}, seq={self.seq})"
         )
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Envelope):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
 
-    __hash__ = None  # type: ignore[assignment]
+FIELDS: Final = Envelope.__struct_fields__
+"""The envelope's field names, in order."""

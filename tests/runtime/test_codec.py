@@ -170,7 +170,7 @@ def envelopes(draw: st.DrawFn) -> Envelope:
 
 
 def assert_same(decoded: Envelope, original: Envelope) -> None:
-    for name in Envelope.__slots__:
+    for name in Envelope.__struct_fields__:
         assert getattr(decoded, name) == getattr(original, name), name
     assert decoded == original
 

@@ -1,0 +1,295 @@
+"""The codec's fast lane: the usual message, encoded and decoded by msgspec in C.
+
+Most messages a node sends are alike: no headers, no attachments, a small
+frame 0, and a body that is a plain scalar or a *flat* ``@message`` (every
+field a ``str``, ``int``, ``float``, ``bool`` or ``bytes``, or one of those
+``| None``). For those, :func:`encode_usual` and :func:`decode_usual` do in
+one msgspec call, with its type checks in C, what the general path of
+:mod:`synaptic_mesh.runtime.codec` does item by item in Python.
+
+Each declines (returns ``None``) whatever it does not take, before it has
+changed anything, and the general path then handles it as before: it is
+the one that names what is wrong with a bad frame or an unencodable body.
+What the fast lane does take it turns into exactly what the general path
+would make: the same bytes, the same envelope and message.
+``tests/runtime/test_codec_fast.py`` holds both paths to that on generated
+messages and on corrupted frames.
+
+A flat message is built by calling its class with its fields in order,
+as the general path does with keywords, so ``__post_init__`` checks run;
+a class whose ``__init__`` takes anything but its fields in order is not
+flat. A message's map must hold all its fields and nothing else to be
+decoded here (defaults and unknown fields take the general path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from . import attachments as _att
+from .envelope import KINDS, WIRE_VERSION, Envelope
+from .messages import is_message, lookup, name_of
+
+__all__ = ["decode_usual", "encode_usual", "is_flat"]
+
+_FLAT_TYPES: Final = (str, int, float, bool, bytes)
+_PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
+_REFUSED: Final = (
+    msgspec.MsgspecError,
+    OverflowError,
+    RecursionError,
+    MemoryError,
+    TypeError,
+    ValueError,
+)
+
+_FRAME0: Final = msgspec.msgpack.Decoder(
+    tuple[  # the 13 items of docs/wire-format.md, as a node writes them
+        int,  # wire version
+        str,  # id
+        str,  # kind
+        str | None,  # sender
+        str,  # subject
+        str | None,  # reply_to
+        str | None,  # corr
+        int,  # seq
+        float | None,  # deadline
+        None,  # headers: an envelope with headers takes the general path
+        str,  # type
+        msgspec.Raw,  # body, decoded once its type is known
+        int,  # attachments that follow
+    ]
+)
+_ANY: Final = msgspec.msgpack.Decoder()
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_encode = _ENCODER.encode
+
+
+# ------------------------------------------------------------------ flat messages
+
+
+class _Flat:
+    """What the fast lane needs of one flat message class."""
+
+    __slots__ = ("decode", "fits", "name")
+
+    def __init__(self, cls: type, fields: list[tuple[str, Any]]) -> None:
+        self.name: str = name_of(cls) or ""
+        wire = msgspec.defstruct(
+            f"{cls.__name__}Wire", fields, forbid_unknown_fields=True, module=__name__
+        )
+        unpack = msgspec.msgpack.Decoder(wire).decode
+        astuple = msgspec.structs.astuple
+
+        def decode(raw: msgspec.Raw) -> Any:
+            return cls(*astuple(unpack(raw)))
+
+        self.decode: Callable[[msgspec.Raw], Any] = decode
+        self.fits: Callable[[Any], bool] = _fits_function(cls, fields)
+
+
+def _fits_function(cls: type, fields: list[tuple[str, Any]]) -> Callable[[Any], bool]:
+    """``fits(message)``: every field holds exactly its annotated type (the
+    general path would convert anything else), and each ``bytes`` is below
+    every attachment threshold, so it travels inline."""
+    tests = []
+    for name, hint in fields:
+        optional = hint is not _inner(hint)
+        tp = _inner(hint).__name__
+        test = f"type(m.{name}) is {tp}"
+        if tp == "bytes":
+            test += f" and len(m.{name}) < _att.min_threshold"
+        tests.append(f"(m.{name} is None or {test})" if optional else f"({test})")
+    source = "def fits(m):\n    return " + (" and ".join(tests) or "True") + "\n"
+    namespace: dict[str, Any] = {"_att": _att}
+    exec(compile(source, f"<fits {cls.__qualname__}>", "exec"), namespace)
+    return namespace["fits"]  # type: ignore[no-any-return]
+
+
+def _inner(hint: Any) -> Any:
+    """``X`` for ``X | None``; anything else as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0]
+    return hint
+
+
+def _flat_fields(cls: type) -> list[tuple[str, Any]] | None:
+    """The fields of ``cls`` if it is flat (see the module docstring), else ``None``."""
+    try:
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        params = list(inspect.signature(cls).parameters.values())
+    except Exception:
+        return None
+    if [p.name for p in params] != [f.name for f in fields] or any(
+        p.kind is not p.POSITIONAL_OR_KEYWORD for p in params
+    ):
+        return None  # init=False, InitVar, kw_only or a hand-written __init__
+    out = []
+    for f in fields:
+        hint = hints.get(f.name)
+        if f.name.startswith("_") or _inner(hint) not in _FLAT_TYPES:
+            return None
+        out.append((f.name, hint))
+    return out
+
+
+_FLATS: dict[type, _Flat | None] = {}
+
+
+def _flat(cls: type) -> _Flat | None:
+    """The fast lane's view of message class ``cls``, or ``None`` if it is not flat."""
+    try:
+        return _FLATS[cls]
+    except KeyError:
+        pass
+    fields = _flat_fields(cls) if name_of(cls) is not None else None
+    try:
+        flat = _Flat(cls, fields) if fields is not None else None
+    except Exception:  # a field name msgspec will not take: the general path it is
+        flat = None
+    _FLATS[cls] = flat
+    return flat
+
+
+def is_flat(cls: type) -> bool:
+    """Whether messages of ``cls`` can take the fast lane."""
+    return _flat(cls) is not None
+
+
+# ------------------------------------------------------------------------- encode
+
+
+def encode_usual(env: Envelope, small: int) -> bytes | None:
+    """Frame 0 of ``env``, or ``None`` if it is not the usual message.
+
+    ``small`` is ``CodecLimits._usual``: a larger frame needs the general
+    path's limit checks. Sets ``env.type`` as the general path does.
+    """
+    body = env.body
+    cls = type(body)
+    if cls in _PLAIN:
+        wire_type = ""
+    else:
+        flat = _FLATS.get(cls)
+        if flat is None:
+            if cls in _FLATS or not is_message(body):
+                return None
+            flat = _flat(cls)
+        if flat is None or not flat.fits(body):
+            return None
+        wire_type = flat.name
+    sender, reply_to, corr = env.sender, env.reply_to, env.corr
+    seq, deadline = env.seq, env.deadline
+    if not (
+        (env.type == wire_type or not env.type)
+        and type(env.id) is str
+        and env.kind in KINDS
+        and type(env.subject) is str
+        and env.subject
+        and (sender is None or type(sender) is str)
+        and (reply_to is None or type(reply_to) is str)
+        and (corr is None or type(corr) is str)
+        and type(seq) is int
+        and seq >= 0
+        and (deadline is None or type(deadline) is float)
+        and env.headers is None
+        and not env.attachments
+    ):
+        return None
+    try:
+        frame0 = _encode(
+            (
+                WIRE_VERSION,
+                env.id,
+                env.kind,
+                sender,
+                env.subject,
+                reply_to,
+                corr,
+                seq,
+                deadline,
+                None,
+                wire_type,
+                body,
+                0,
+            )
+        )
+    except _REFUSED:  # an int out of msgpack's range: the general path says so
+        return None
+    if len(frame0) > small:
+        return None
+    if wire_type:
+        env.type = wire_type
+    return frame0
+
+
+# ------------------------------------------------------------------------- decode
+
+
+def decode_usual(frame0: Any, small: int) -> Envelope | None:
+    """The envelope in ``frame0`` (the message's only frame), or ``None`` if
+    it is not the usual message. ``small`` is ``CodecLimits._usual``."""
+    t = type(frame0)
+    if t is memoryview:
+        if frame0.nbytes > small or not frame0.c_contiguous:
+            return None
+    elif (t is not bytes and t is not bytearray) or len(frame0) > small:
+        return None
+    try:
+        (
+            version,
+            id_,
+            kind,
+            sender,
+            subject,
+            reply_to,
+            corr,
+            seq,
+            deadline,
+            _headers,
+            type_,
+            raw,
+            announced,
+        ) = _FRAME0.decode(frame0)
+    except _REFUSED:
+        return None
+    if version != WIRE_VERSION or announced or kind not in KINDS or not subject or seq < 0:
+        return None
+    if type_:
+        cls = lookup(type_)
+        flat = _flat(cls) if cls is not None else None
+        if flat is None:
+            return None
+        try:
+            body = flat.decode(raw)
+        except Exception:  # a field of the wrong type, or the class refused it: say why there
+            return None
+    else:
+        try:
+            body = _ANY.decode(raw)
+        except _REFUSED:
+            return None
+        if type(body) not in _PLAIN:
+            return None  # a container: the general path checks its keys and depth
+    return Envelope(
+        id_,
+        kind,
+        subject,
+        body,
+        type=type_,
+        sender=sender,
+        reply_to=reply_to,
+        corr=corr,
+        seq=seq,
+        deadline=deadline,
+    )

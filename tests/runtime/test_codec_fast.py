@@ -1,0 +1,384 @@
+"""The codec's fast lane agrees with its general path on everything it takes.
+
+``encode_usual`` and ``decode_usual`` may decline any message (``None``),
+but what they return must be exactly what the general path makes: the same
+frame 0 bytes, the same envelope. Generated messages check the lane on what
+nodes send; corrupted frames check that it declines whatever the general
+path refuses, so every error still comes from the general path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from synaptic_mesh.runtime import codec_fast
+from synaptic_mesh.runtime.codec import (
+    DEFAULT_LIMITS,
+    CodecLimits,
+    decode,
+    decode_general,
+    encode,
+    encode_general,
+)
+from synaptic_mesh.runtime.codec_fast import decode_usual, encode_usual, is_flat
+from synaptic_mesh.runtime.envelope import KINDS, WIRE_VERSION, Envelope
+from synaptic_mesh.runtime.errors import DecodeError
+from synaptic_mesh.runtime.messages import message
+
+USUAL = DEFAULT_LIMITS._usual
+
+
+@message(name="test_codec_fast.Flat")
+class Flat:
+    s: str
+    i: int
+    f: float
+    b: bool
+    raw: bytes
+    maybe: str | None
+
+
+@message(name="test_codec_fast.Empty")
+class Empty:
+    pass
+
+
+@message(name="test_codec_fast.Defaulted")
+class Defaulted:
+    text: str
+    n: int = 7
+
+
+@message(name="test_codec_fast.Checked")
+class Checked:
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError("n must not be negative")
+
+
+@message(name="test_codec_fast.Nested")
+class Nested:
+    items: list[int]
+
+
+@message(name="test_codec_fast.Hidden")
+class Hidden:
+    shown: int
+    counted: int = dataclasses.field(init=False, default=0)
+
+
+@message(name="test_codec_fast.KeywordOnly")
+@dataclasses.dataclass(kw_only=True)
+class KeywordOnly:
+    n: int
+
+
+@message(name="test_codec_fast.Private")
+class Private:
+    _n: int
+
+
+@message(name="test_codec_fast.OwnInit")
+class OwnInit:
+    n: int
+
+    def __init__(self, n: int, extra: int = 0) -> None:
+        self.n = n + extra
+
+
+INTS = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+TEXT = st.text(max_size=40)
+OPT_TEXT = st.none() | TEXT
+FLOATS = st.floats(allow_nan=False)
+
+FLATS = st.builds(
+    Flat,
+    s=TEXT,
+    i=INTS,
+    f=FLOATS,
+    b=st.booleans(),
+    raw=st.binary(max_size=300),
+    maybe=OPT_TEXT,
+)
+PLAIN = st.none() | st.booleans() | INTS | FLOATS | TEXT | st.binary(max_size=300)
+BODIES = (
+    FLATS
+    | PLAIN
+    | st.just(Empty())
+    | st.builds(Defaulted, TEXT, INTS)
+    | st.builds(Checked, st.integers(0, 2**64 - 1))
+)
+
+
+@st.composite
+def usual_envelopes(draw: st.DrawFn) -> Envelope:
+    kind = draw(st.sampled_from(sorted(KINDS)))
+    return Envelope(
+        draw(TEXT),
+        kind,
+        draw(TEXT.filter(bool)),
+        draw(BODIES),
+        sender=draw(OPT_TEXT),
+        reply_to=draw(OPT_TEXT),
+        corr=draw(OPT_TEXT),
+        seq=draw(st.integers(min_value=0, max_value=2**64 - 1)),
+        deadline=draw(st.none() | FLOATS),
+    )
+
+
+def _copy(env: Envelope) -> Envelope:
+    """A copy of ``env``: each path sets ``type`` on the one it encodes."""
+    return Envelope(
+        env.id,
+        env.kind,
+        env.subject,
+        env.body,
+        type=env.type,
+        sender=env.sender,
+        reply_to=env.reply_to,
+        corr=env.corr,
+        seq=env.seq,
+        deadline=env.deadline,
+        headers=env.headers,
+        attachments=env.attachments,
+    )
+
+
+def general_or_error(frames: list[Any]) -> Envelope | DecodeError:
+    try:
+        return decode_general(frames)
+    except DecodeError as exc:
+        return exc
+
+
+# ------------------------------------------------------------------------- encode
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(usual_envelopes())
+def test_the_fast_lane_encodes_the_same_bytes(env: Envelope) -> None:
+    fast_env, general_env = _copy(env), _copy(env)
+    fast = encode_usual(fast_env, USUAL)
+    frames = encode_general(general_env)
+    if fast is not None:
+        assert [fast] == frames
+        assert fast_env == general_env  # the same ``type`` set on both
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(usual_envelopes())
+def test_the_fast_lane_decodes_the_same_envelope(env: Envelope) -> None:
+    (frame0,) = encode_general(env)
+    fast = decode_usual(frame0, USUAL)
+    general = decode_general([frame0])
+    if fast is not None:
+        assert fast == general
+        assert type(fast.body) is type(general.body)
+
+
+def test_the_usual_message_takes_the_fast_lane() -> None:
+    env = Envelope("n.1", "tell", "a.b", Flat("s", 1, 2.5, True, b"x" * 64, None), seq=1)
+    frame0 = encode_usual(env, USUAL)
+    assert frame0 is not None
+    assert env.type == "test_codec_fast.Flat"
+    decoded = decode_usual(frame0, USUAL)
+    assert decoded == env
+    for body in (None, True, -5, 2**64 - 1, 1.5, "text", b"\x00\xff"):
+        plain = Envelope("n.2", "ask", "a.b", body, reply_to="_INBOX.x", corr="c", seq=1)
+        frame0 = encode_usual(plain, USUAL)
+        assert frame0 is not None, body
+        assert decode_usual(frame0, USUAL) == plain
+
+
+@pytest.mark.parametrize(
+    ("cls", "flat"),
+    [
+        (Flat, True),
+        (Empty, True),
+        (Defaulted, True),
+        (Checked, True),
+        (Nested, False),
+        (Hidden, False),
+        (KeywordOnly, False),
+        (Private, False),
+        (OwnInit, False),
+    ],
+)
+def test_which_classes_are_flat(cls: type, flat: bool) -> None:
+    assert is_flat(cls) is flat
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        # what the general path converts, or refuses, the lane leaves to it
+        Envelope("n", "tell", "a", Flat("s", 1, 2, True, b"", None)),  # int in a float field
+        Envelope("n", "tell", "a", Flat("s", True, 2.0, True, b"", None)),  # bool in an int field
+        Envelope("n", "tell", "a", Flat("s", 1, 2.0, True, bytearray(b"x"), None)),
+        Envelope("n", "tell", "a", Flat("s", 1, 2.0, True, b"x" * (1 << 20), None)),
+        Envelope("n", "tell", "a", Nested([1, 2])),
+        Envelope("n", "tell", "a", 2**64),  # out of msgpack's range
+        Envelope("n", "tell", "a", [1, 2]),
+        Envelope("n", "tell", "a", {"k": 1}),
+        Envelope("n", "tell", "a", 1, headers={"trace": "t"}),
+        Envelope("n", "tell", "a", 1, attachments=(b"frame",)),
+        Envelope("n", "tell", "a", 1, type="test_codec_fast.Flat"),  # a type but a plain body
+        Envelope("n", "tell", "a", Empty(), type="test_codec_fast.Flat"),  # the wrong type
+        Envelope("n", "shout", "a", 1),
+        Envelope("n", "tell", "", 1),
+        Envelope("n", "tell", "a", 1, seq=-1),
+        Envelope("n", "tell", "a", 1, deadline=5),  # an int deadline
+        Envelope(7, "tell", "a", 1),  # type: ignore[arg-type]
+    ],
+    ids=lambda env: repr(env.body)[:30],
+)
+def test_the_fast_lane_declines_what_the_general_path_converts_or_refuses(env: Envelope) -> None:
+    assert encode_usual(_copy(env), USUAL) is None
+
+
+def test_a_frame_over_the_limits_takes_the_general_path() -> None:
+    limits = CodecLimits(max_frame=60)
+    env = Envelope("n.1", "tell", "a.b", "x" * 100, seq=1)
+    assert encode_usual(_copy(env), limits._usual) is None
+    with pytest.raises(ValueError, match="over the limit of 60"):
+        encode(env, limits)
+    (frame0,) = encode(env)
+    with pytest.raises(DecodeError, match="over the limit of 60"):
+        decode([frame0], limits)
+
+
+# ------------------------------------------------------------------------- decode
+
+
+def frame(items: list[Any]) -> bytes:
+    return msgpack.packb(items, use_bin_type=True)
+
+
+def items(body: Any, type_: str = "", **changes: Any) -> list[Any]:
+    base: dict[str, Any] = {
+        "version": WIRE_VERSION,
+        "id": "n.1",
+        "kind": "tell",
+        "sender": None,
+        "subject": "a.b",
+        "reply_to": None,
+        "corr": None,
+        "seq": 1,
+        "deadline": None,
+        "headers": None,
+        "type": type_,
+        "body": body,
+        "attachments": 0,
+    }
+    base.update(changes)
+    return list(base.values())
+
+
+FLAT_MAP = {"s": "s", "i": 1, "f": 2.5, "b": True, "raw": b"r", "maybe": None}
+
+
+@pytest.mark.parametrize(
+    "frame0",
+    [
+        frame(items({**FLAT_MAP, "i": True}, "test_codec_fast.Flat")),  # bool for int
+        frame(items({**FLAT_MAP, "i": 1.0}, "test_codec_fast.Flat")),  # float for int
+        frame(items({**FLAT_MAP, "raw": "r"}, "test_codec_fast.Flat")),  # str for bytes
+        frame(items({**FLAT_MAP, "f": False}, "test_codec_fast.Flat")),  # bool for float
+        frame(items({**FLAT_MAP, "extra": 1}, "test_codec_fast.Flat")),  # an unknown field
+        frame(items({**FLAT_MAP, "extra": [[[[]]]]}, "test_codec_fast.Flat")),
+        frame(items({k: v for k, v in FLAT_MAP.items() if k != "s"}, "test_codec_fast.Flat")),
+        frame(items({"text": "t"}, "test_codec_fast.Defaulted")),  # a default filled in
+        frame(items({"n": -1}, "test_codec_fast.Checked")),  # __post_init__ refuses it
+        frame(items({"n": 1}, "test_codec_fast.Nowhere")),  # an unknown type
+        frame(items({"items": [1]}, "test_codec_fast.Nested")),  # not flat
+        frame(items([1, [2]])),  # a plain container
+        frame(items({1: 2})),  # a non-str key
+        frame(items(1, headers={"h": 1})),
+        frame(items(1, version=2)),
+        frame(items(1, kind="shout")),
+        frame(items(1, subject="")),
+        frame(items(1, seq=-1)),
+        frame(items(1, attachments=1)),
+        frame(items(1, id=5)),
+        frame([*items(1), "a later field"]),
+        frame(items(1))[:-1],  # truncated
+        frame(items(1)) + b"\x00",  # trailing bytes
+        frame(items(b"\xc1")).replace(b"\xc4\x01\xc1", b"\xc1\xc1\xc1"),  # reserved byte
+        frame(items("caf\u00e9")).replace("\u00e9".encode(), b"\xff\xfe"),  # bad UTF-8
+        frame(items(msgpack.ExtType(5, b"x"))),
+        frame(items(msgpack.Timestamp(1, 0))),
+        b"\xc0",
+        b"",
+    ],
+)
+def test_the_fast_lane_declines_what_the_general_path_handles(frame0: bytes) -> None:
+    assert decode_usual(frame0, USUAL) is None
+    result = general_or_error([frame0])
+    try:
+        assert decode([frame0]) == result
+    except DecodeError as exc:
+        assert isinstance(result, DecodeError)
+        assert exc.reason == result.reason
+
+
+@st.composite
+def corrupted(draw: st.DrawFn) -> bytes:
+    (frame0,) = encode_general(draw(usual_envelopes()))
+    data = bytearray(frame0)
+    for _ in range(draw(st.integers(1, 3))):
+        action = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if action == "flip" and data:
+            data[at] = draw(st.integers(0, 255))
+        elif action == "cut":
+            del data[at:]
+        elif action == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=4))
+        elif data:
+            del data[at]
+    return bytes(data)
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(corrupted())
+def test_on_corrupted_frames_the_fast_lane_agrees_or_declines(frame0: bytes) -> None:
+    fast = decode_usual(frame0, USUAL)
+    general = general_or_error([frame0])
+    if fast is not None:
+        assert not isinstance(general, DecodeError), general.reason
+        assert fast == general
+
+
+def test_views_and_byte_arrays_decode_alike() -> None:
+    env = Envelope("n.1", "tell", "a.b", Flat("s", 1, 2.5, False, b"raw", "m"), seq=3)
+    (frame0,) = encode(env)
+    for buffer in (frame0, bytearray(frame0), memoryview(frame0)):
+        assert decode_usual(buffer, USUAL) == decode_general([frame0])
+    assert decode_usual(memoryview(frame0)[::2], USUAL) is None  # not contiguous
+
+
+def test_an_int_deadline_becomes_a_float_on_both_paths() -> None:
+    frame0 = frame(items(1, deadline=3))
+    fast = decode_usual(frame0, USUAL)
+    assert fast is not None
+    assert fast == decode_general([frame0])
+    assert type(fast.deadline) is float
+
+
+def test_a_class_refusing_its_fields_is_reported_by_the_general_path() -> None:
+    frame0 = frame(items({"n": -1}, "test_codec_fast.Checked"))
+    with pytest.raises(DecodeError, match="n must not be negative"):
+        decode([frame0])
+
+
+def test_flat_views_are_cached_per_class() -> None:
+    assert codec_fast._flat(Flat) is codec_fast._flat(Flat)
+    assert codec_fast._flat(Nested) is None
