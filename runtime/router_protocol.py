@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import msgpack
+import msgspec
 
 from synaptic_mesh.runtime.subjects import InvalidSubject, validate_pattern
 from synaptic_mesh.transports.base import Buffer, LinkProtocolError
@@ -113,12 +114,16 @@ def interest(op: int, pattern: str, queue: str | None) -> tuple[bytes]:
     return (msgpack.packb([op, pattern, queue]),)
 
 
+_pack = msgspec.msgpack.Encoder().encode
+"""msgspec's encoder: the same bytes as ``msgpack.packb`` for these headers, in half the time."""
+
+
 def msg_header(subject: str, reply_to: str | None, queues: Sequence[str], hops: int) -> bytes:
-    return msgpack.packb([MSG, subject, reply_to, queues, hops])
+    return _pack((MSG, subject, reply_to, queues, hops))
 
 
 def msgs_header(subject: str, queues: Sequence[str], hops: int) -> bytes:
-    return msgpack.packb([MSGS, subject, None, queues, hops])
+    return _pack((MSGS, subject, None, queues, hops))
 
 
 def control(op: int, *args: Any) -> tuple[bytes]:
@@ -140,16 +145,44 @@ _unpack_header = functools.partial(
 )
 """``msgpack.unpackb`` with the header's limits bound once, not passed on every call."""
 
-_NONE: Final = type(None)
-_USUAL_MSG: Final = frozenset({(int, str, str, list, int), (int, str, _NONE, list, int)})
-"""The item types of a MSG or MSGS header (a reply subject or none)."""
+_usual_msg = msgspec.msgpack.Decoder(tuple[int, str, str | None, list[str], int]).decode
+"""A MSG or MSGS header with its item types checked in C (see :func:`decode_header`)."""
+_MSG_START: Final = (b"\x95\x04", b"\x95\x0b")
+"""The first two bytes of a MSG or MSGS header: an array of 5, its op code."""
 
 
-def decode_header(frames: Sequence[Buffer]) -> list[Any]:
+def decode_header(frames: Sequence[Buffer]) -> Sequence[Any]:
     """The validated header of one link message: ``[op, field, ...]``.
 
+    A MSG or MSGS as routers write them (no queue group or one) is decoded
+    and checked by msgspec; anything else, by msgpack and the checks below.
     Raises :class:`RouterProtocolError` saying exactly what is wrong.
     """
+    if not frames:
+        raise RouterProtocolError("empty message: a router message has a header frame")
+    header = frames[0]
+    size = len(header) if type(header) is bytes else memoryview(header).nbytes
+    if size > MAX_HEADER:
+        raise RouterProtocolError(f"header frame of {size} bytes exceeds {MAX_HEADER}")
+    if header[:2] in _MSG_START:
+        try:
+            op, subject, reply_to, queues, hops = items = _usual_msg(header)
+        except (msgspec.MsgspecError, RecursionError):
+            pass  # the general path below says what is wrong
+        else:
+            if (  # the common MSG or MSGS (no queue group or one), checked inline
+                (op == MSG or (reply_to is None and 1 < len(frames) <= MAX_BATCH + 1))
+                and 0 < len(subject) <= 1024
+                and (reply_to is None or 0 < len(reply_to) <= 1024)
+                and hops >= 0
+                and (not queues or (len(queues) == 1 and 0 < len(queues[0]) <= 1024))
+            ):
+                return items
+    return decode_header_general(frames)
+
+
+def decode_header_general(frames: Sequence[Buffer]) -> list[Any]:
+    """:func:`decode_header` by msgpack and item-by-item checks: any header, every error."""
     if not frames:
         raise RouterProtocolError("empty message: a router message has a header frame")
     header = frames[0]
@@ -163,19 +196,6 @@ def decode_header(frames: Sequence[Buffer]) -> list[Any]:
         raise RouterProtocolError(
             f"header frame is not valid msgpack ({exc}); starts {preview}"
         ) from None
-    if type(items) is list and len(items) == 5 and tuple(map(type, items)) in _USUAL_MSG:
-        op, subject, reply_to, queues, hops = items
-        if (  # the common MSG or MSGS (no queue group or one), checked inline
-            (op == MSG or (op == MSGS and reply_to is None and 1 < len(frames) <= MAX_BATCH + 1))
-            and 0 < len(subject) <= 1024
-            and (reply_to is None or 0 < len(reply_to) <= 1024)
-            and hops >= 0
-            and (
-                not queues
-                or (len(queues) == 1 and type(queues[0]) is str and 0 < len(queues[0]) <= 1024)
-            )
-        ):
-            return items
     if not isinstance(items, list) or not items or type(items[0]) is not int:
         raise RouterProtocolError(f"header must be an array starting with an op code: {items!r}")
     op = items[0]
