@@ -37,7 +37,7 @@ from . import attachments as _att
 from .envelope import KINDS, WIRE_VERSION, Envelope
 from .messages import is_message, lookup, name_of
 
-__all__ = ["decode_usual", "encode_usual", "is_flat"]
+__all__ = ["decode_usual", "encode_new", "encode_usual", "is_flat"]
 
 _FLAT_TYPES: Final = (str, int, float, bool, bytes)
 _PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
@@ -176,18 +176,9 @@ def encode_usual(env: Envelope, small: int) -> bytes | None:
     path's limit checks. Sets ``env.type`` as the general path does.
     """
     body = env.body
-    cls = type(body)
-    if cls in _PLAIN:
-        wire_type = ""
-    else:
-        flat = _FLATS.get(cls)
-        if flat is None:
-            if cls in _FLATS or not is_message(body):
-                return None
-            flat = _flat(cls)
-        if flat is None or not flat.fits(body):
-            return None
-        wire_type = flat.name
+    wire_type = _wire_type(body)
+    if wire_type is None:
+        return None
     sender, reply_to, corr = env.sender, env.reply_to, env.corr
     seq, deadline = env.seq, env.deadline
     if not (
@@ -206,14 +197,83 @@ def encode_usual(env: Envelope, small: int) -> bytes | None:
         and not env.attachments
     ):
         return None
+    frame0 = _frame0(
+        env.id, env.kind, sender, env.subject, reply_to, corr, seq, deadline, wire_type, body, small
+    )
+    if frame0 is not None and wire_type:
+        env.type = wire_type
+    return frame0
+
+
+def encode_new(
+    id_: str,
+    kind: str,
+    subject: str,
+    body: Any,
+    sender: str | None,
+    reply_to: str | None,
+    corr: str | None,
+    seq: int,
+    deadline: float | None,
+    small: int,
+) -> bytes | None:
+    """:func:`encode_usual` of the envelope a node is making, without making it.
+
+    ``id_``, ``kind``, ``seq`` (a counter), ``reply_to`` and ``corr`` (the
+    node's own, or those of the ask being answered) and ``deadline`` (now
+    plus a timeout) are right by construction; the caller's ``subject``,
+    ``sender`` and ``body`` are checked here.
+    """
+    wire_type = _wire_type(body)
+    if (
+        wire_type is None
+        or type(subject) is not str
+        or not subject
+        or (sender is not None and type(sender) is not str)
+        or (deadline is not None and type(deadline) is not float)
+    ):
+        return None
+    return _frame0(
+        id_, kind, sender, subject, reply_to, corr, seq, deadline, wire_type, body, small
+    )
+
+
+def _wire_type(body: Any) -> str | None:
+    """The wire type of a body the fast lane takes (``""`` for a plain scalar), else ``None``."""
+    cls = type(body)
+    if cls in _PLAIN:
+        return ""
+    flat = _FLATS.get(cls)
+    if flat is None:
+        if cls in _FLATS or not is_message(body):
+            return None
+        flat = _flat(cls)
+        if flat is None:
+            return None
+    return flat.name if flat.fits(body) else None
+
+
+def _frame0(
+    id_: str,
+    kind: str,
+    sender: str | None,
+    subject: str,
+    reply_to: str | None,
+    corr: str | None,
+    seq: int,
+    deadline: float | None,
+    wire_type: str,
+    body: Any,
+    small: int,
+) -> bytes | None:
     try:
         frame0 = _encode(
             (
                 WIRE_VERSION,
-                env.id,
-                env.kind,
+                id_,
+                kind,
                 sender,
-                env.subject,
+                subject,
                 reply_to,
                 corr,
                 seq,
@@ -226,11 +286,7 @@ def encode_usual(env: Envelope, small: int) -> bytes | None:
         )
     except _REFUSED:  # an int out of msgpack's range: the general path says so
         return None
-    if len(frame0) > small:
-        return None
-    if wire_type:
-        env.type = wire_type
-    return frame0
+    return frame0 if len(frame0) <= small else None
 
 
 # ------------------------------------------------------------------------- decode

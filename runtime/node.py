@@ -35,6 +35,7 @@ from synaptic_mesh.actors.mailbox import Mailbox
 from synaptic_mesh.actors.ref import ActorRef
 from synaptic_mesh.actors.signals import Call
 from synaptic_mesh.runtime import codec
+from synaptic_mesh.runtime.codec_fast import encode_new
 from synaptic_mesh.runtime.dead_letters import DEAD_LETTER_SUBJECT, DeadLetter, describe
 from synaptic_mesh.runtime.deadlines import Deadlines
 from synaptic_mesh.runtime.eager import DONE
@@ -464,7 +465,51 @@ class Node(NodeSupervision, NodeInbound):
             headers=headers,
         )
 
-    _envelope = make_envelope  # the node's own sends: one call, not a wrapper around it
+    def _new_frames(
+        self,
+        kind: str,
+        subject: str,
+        body: Any,
+        sender: str | None,
+        reply_to: str | None = None,
+        corr: str | None = None,
+        deadline: float | None = None,
+    ) -> Sequence[Frame]:
+        """``encode(make_envelope(...))`` for the node's own sends; the usual message is
+        encoded straight from its parts (:func:`codec_fast.encode_new`), with no envelope made.
+
+        Raises ``TypeError``/``ValueError`` when the body cannot be encoded.
+        """
+        if self._by_reference:
+            return (
+                self.make_envelope(
+                    kind, subject, body, sender, reply_to=reply_to, corr=corr, deadline=deadline
+                ),
+            )
+        if kind in _ANSWERS:
+            seq = 1
+        else:
+            key = (sender, subject)
+            seq = self._seq[key] = self._seq.get(key, 0) + 1
+        id_ = f"{self.id}.{next(self._ids)}"
+        limits = self.codec_limits
+        frame0 = encode_new(
+            id_, kind, subject, body, sender, reply_to, corr, seq, deadline, limits._usual
+        )
+        if frame0 is not None:
+            return [frame0]
+        env = Envelope(
+            id_,
+            kind,
+            subject,
+            body,
+            sender=sender,
+            reply_to=reply_to,
+            corr=corr,
+            seq=seq,
+            deadline=deadline,
+        )
+        return codec.encode(env, limits)
 
     def encode(self, env: Envelope) -> Sequence[Frame]:
         """The frames of ``env`` for this node's transport (the object itself in process).
@@ -475,8 +520,6 @@ class Node(NodeSupervision, NodeInbound):
             return (env,)
         return codec.encode(env, self.codec_limits)
 
-    _frames = encode
-
     async def tell(self, subject: str, message: Any, *, sender: str | None = None) -> None:
         """Send without a reply; waits while a local mailbox or the outbox is full."""
         cell = self._local.get(subject)
@@ -484,8 +527,7 @@ class Node(NodeSupervision, NodeInbound):
             await cell.mailbox.put(message)
             return
         self._check_sending()
-        env = self._envelope(TELL, subject, message, sender)
-        frames = self._frames(env)
+        frames = self._new_frames(TELL, subject, message, sender)
         if not self._outbox.try_send(subject, frames, None):
             await self._outbox.send(subject, frames, None)
 
@@ -496,14 +538,12 @@ class Node(NodeSupervision, NodeInbound):
             cell.mailbox.put_nowait(message)
             return
         self._check_sending()
-        env = self._envelope(TELL, subject, message, sender)
-        self._outbox.send_nowait(subject, self._frames(env), None)
+        self._outbox.send_nowait(subject, self._new_frames(TELL, subject, message, sender), None)
 
     async def publish(self, topic: str, message: Any, *, sender: str | None = None) -> None:
         """Publish ``message`` to every subscriber of ``topic`` (through the transport)."""
         self._check_sending()
-        env = self._envelope(PUBLISH, topic, message, sender)
-        frames = self._frames(env)
+        frames = self._new_frames(PUBLISH, topic, message, sender)
         if not self._outbox.try_send(topic, frames, None):
             await self._outbox.send(topic, frames, None)
 
@@ -537,13 +577,10 @@ class Node(NodeSupervision, NodeInbound):
             corr = str(next(self._ids))
             reply_to = self._inbox + corr
             deadline = None if timeout is None else time.time() + timeout
-            env = self._envelope(
-                ASK, subject, message, sender, reply_to=reply_to, corr=corr, deadline=deadline
-            )
             pending = self._pending
             pending[corr] = (future, subject, message)
             try:
-                frames = self._frames(env)
+                frames = self._new_frames(ASK, subject, message, sender, reply_to, corr, deadline)
                 if not outbox.try_send(subject, frames, reply_to):
                     await outbox.send(subject, frames, reply_to)
                 return await future
@@ -563,15 +600,13 @@ class Node(NodeSupervision, NodeInbound):
         assert subject is not None
         frames: Sequence[Frame] | None = None
         if error is None:
-            env = self._envelope(REPLY, subject, result, call.subject, corr=call.corr)
             try:
-                frames = self._frames(env)
+                frames = self._new_frames(REPLY, subject, result, call.subject, corr=call.corr)
             except (TypeError, ValueError) as exc:
                 error = exc
         if frames is None:
             body = {"type": type(error).__name__, "message": str(error)}
-            env = self._envelope(ERROR, subject, body, call.subject, corr=call.corr)
-            frames = self._frames(env)
+            frames = self._new_frames(ERROR, subject, body, call.subject, corr=call.corr)
         outbox = self._outbox
         try:
             if not outbox.try_send(subject, frames, None):
@@ -693,8 +728,8 @@ class Node(NodeSupervision, NodeInbound):
         if self._state != "running" or subject == DEAD_LETTER_SUBJECT:
             return
         try:
-            env = self._envelope(PUBLISH, DEAD_LETTER_SUBJECT, letter, None)
-            self._outbox.send_nowait(DEAD_LETTER_SUBJECT, self._frames(env), None)
+            frames = self._new_frames(PUBLISH, DEAD_LETTER_SUBJECT, letter, None)
+            self._outbox.send_nowait(DEAD_LETTER_SUBJECT, frames, None)
         except MeshError:
             pass  # counted above; a flood of dead letters must not flood the outbox
 

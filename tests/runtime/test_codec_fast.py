@@ -10,6 +10,7 @@ path refuses, so every error still comes from the general path.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from synaptic_mesh.runtime import attachments as _att
 from synaptic_mesh.runtime import codec_fast
 from synaptic_mesh.runtime.codec import (
     DEFAULT_LIMITS,
@@ -26,12 +28,21 @@ from synaptic_mesh.runtime.codec import (
     encode,
     encode_general,
 )
-from synaptic_mesh.runtime.codec_fast import decode_usual, encode_usual, is_flat
+from synaptic_mesh.runtime.codec_fast import decode_usual, encode_new, encode_usual, is_flat
 from synaptic_mesh.runtime.envelope import KINDS, WIRE_VERSION, Envelope
 from synaptic_mesh.runtime.errors import DecodeError
 from synaptic_mesh.runtime.messages import message
 
 USUAL = DEFAULT_LIMITS._usual
+
+
+@pytest.fixture(autouse=True, scope="module")
+def default_threshold() -> Iterator[None]:
+    """Buffers inline below the default threshold, whatever limits other tests created."""
+    saved = _att.min_threshold
+    _att.min_threshold = DEFAULT_LIMITS.attachment_threshold
+    yield
+    _att.min_threshold = saved
 
 
 @message(name="test_codec_fast.Flat")
@@ -182,6 +193,35 @@ def test_the_fast_lane_decodes_the_same_envelope(env: Envelope) -> None:
     if fast is not None:
         assert fast == general
         assert type(fast.body) is type(general.body)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(usual_envelopes())
+def test_a_new_envelope_encodes_as_the_general_path_encodes_it(env: Envelope) -> None:
+    fast = encode_new(
+        env.id,
+        env.kind,
+        env.subject,
+        env.body,
+        env.sender,
+        env.reply_to,
+        env.corr,
+        env.seq,
+        env.deadline,
+        USUAL,
+    )
+    if fast is not None:
+        assert [fast] == encode_general(_copy(env))
+
+
+@pytest.mark.parametrize(
+    ("subject", "sender", "body"),
+    [(7, None, 1), ("", None, 1), ("a", 5, 1), ("a", None, [1]), ("a", None, object())],
+)
+def test_a_new_envelope_with_a_wrong_part_takes_the_general_path(
+    subject: Any, sender: Any, body: Any
+) -> None:
+    assert encode_new("n.1", "tell", subject, body, sender, None, None, 1, None, USUAL) is None
 
 
 def test_the_usual_message_takes_the_fast_lane() -> None:
