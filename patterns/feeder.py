@@ -186,14 +186,15 @@ class Feeder:
         # The hot path, inline: spend the credit, publish on the stage's subject.
         node = self.node
         subject = lease.subjects[pool]
-        env = node.make_envelope(TELL, subject, item, self.sender, corr=corr)
         available[pool] -= 1
         try:
             if lease.dispatch is None:
-                sending = node.send_frames(subject, node.encode(env))
+                frames = node.new_frames(TELL, subject, item, self.sender, corr=corr)
+                sending = node.send_frames(subject, frames)
                 if sending is not DONE:  # DONE: sent at once (no await, no generator)
                     await sending
             else:
+                env = node.make_envelope(TELL, subject, item, self.sender, corr=corr)
                 await lease.dispatch(node, env)
         except BaseException:
             available[pool] += 1

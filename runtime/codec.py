@@ -179,7 +179,7 @@ def encode(env: Envelope, limits: CodecLimits = DEFAULT_LIMITS) -> list[bytes | 
     The usual message takes the fast lane (:mod:`.codec_fast`); everything
     else, and every error, the general path (:func:`encode_general`).
     """
-    frame0 = encode_usual(env, limits._usual)
+    frame0 = encode_usual(env, limits)
     if frame0 is not None:
         return [frame0]
     return encode_general(env, limits)
@@ -523,7 +523,7 @@ def decode(
     """
     t = type(frames)
     if (t is tuple or t is list) and len(frames) == 1:  # as links hand them over
-        env = decode_usual(frames[0], limits._usual)
+        env = decode_usual(frames[0], limits)
         if env is not None:
             return env
     return decode_general(frames, limits)

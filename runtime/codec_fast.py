@@ -1,11 +1,12 @@
 """The codec's fast lane: the usual message, encoded and decoded by msgspec in C.
 
-Most messages a node sends are alike: no headers, no attachments, a small
-frame 0, and a body that is a plain scalar or a *flat* ``@message`` (every
-field a ``str``, ``int``, ``float``, ``bool`` or ``bytes``, or one of those
-``| None``). For those, :func:`encode_usual` and :func:`decode_usual` do in
-one msgspec call, with its type checks in C, what the general path of
-:mod:`synaptic_mesh.runtime.codec` does item by item in Python.
+Most messages a node sends are alike: no attachments, plain headers or
+none, a small frame 0, and a body that is a plain scalar or a *flat*
+``@message`` (every field a ``str``, ``int``, ``float``, ``bool`` or
+``bytes``, or one of those ``| None``). For those, :func:`encode_usual`
+and :func:`decode_usual` do in one msgspec call, with its type checks in
+C, what the general path of :mod:`synaptic_mesh.runtime.codec` does item
+by item in Python.
 
 Each declines (returns ``None``) whatever it does not take, before it has
 changed anything, and the general path then handles it as before: it is
@@ -29,13 +30,16 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from . import attachments as _att
 from .envelope import KINDS, WIRE_VERSION, Envelope
 from .messages import is_message, lookup, name_of
+
+if TYPE_CHECKING:
+    from .codec import CodecLimits
 
 __all__ = ["decode_usual", "encode_new", "encode_usual", "is_flat"]
 
@@ -61,7 +65,7 @@ _FRAME0: Final = msgspec.msgpack.Decoder(
         str | None,  # corr
         int,  # seq
         float | None,  # deadline
-        None,  # headers: an envelope with headers takes the general path
+        dict[str, Any] | None,  # headers: str keys here, their values checked by _plain
         str,  # type
         msgspec.Raw,  # body, decoded once its type is known
         int,  # attachments that follow
@@ -169,18 +173,18 @@ def is_flat(cls: type) -> bool:
 # ------------------------------------------------------------------------- encode
 
 
-def encode_usual(env: Envelope, small: int) -> bytes | None:
+def encode_usual(env: Envelope, limits: CodecLimits) -> bytes | None:
     """Frame 0 of ``env``, or ``None`` if it is not the usual message.
 
-    ``small`` is ``CodecLimits._usual``: a larger frame needs the general
-    path's limit checks. Sets ``env.type`` as the general path does.
+    A frame 0 over ``limits._usual`` bytes needs the general path's limit
+    checks. Sets ``env.type`` as the general path does.
     """
     body = env.body
     wire_type = _wire_type(body)
     if wire_type is None:
         return None
     sender, reply_to, corr = env.sender, env.reply_to, env.corr
-    seq, deadline = env.seq, env.deadline
+    seq, deadline, headers = env.seq, env.deadline, env.headers
     if not (
         (env.type == wire_type or not env.type)
         and type(env.id) is str
@@ -193,12 +197,23 @@ def encode_usual(env: Envelope, small: int) -> bytes | None:
         and type(seq) is int
         and seq >= 0
         and (deadline is None or type(deadline) is float)
-        and env.headers is None
+        and (headers is None or (type(headers) is dict and _plain(headers, limits.max_depth)))
         and not env.attachments
     ):
         return None
     frame0 = _frame0(
-        env.id, env.kind, sender, env.subject, reply_to, corr, seq, deadline, wire_type, body, small
+        env.id,
+        env.kind,
+        sender,
+        env.subject,
+        reply_to,
+        corr,
+        seq,
+        deadline,
+        headers,
+        wire_type,
+        body,
+        limits._usual,
     )
     if frame0 is not None and wire_type:
         env.type = wire_type
@@ -234,7 +249,7 @@ def encode_new(
     ):
         return None
     return _frame0(
-        id_, kind, sender, subject, reply_to, corr, seq, deadline, wire_type, body, small
+        id_, kind, sender, subject, reply_to, corr, seq, deadline, None, wire_type, body, small
     )
 
 
@@ -253,6 +268,31 @@ def _wire_type(body: Any) -> str | None:
     return flat.name if flat.fits(body) else None
 
 
+def _plain(value: dict[str, Any], budget: int) -> bool:
+    """Whether the map ``value`` holds nothing but str keys and plain values (of the
+    exact built-in types), nested within ``budget`` containers: the headers both paths
+    write alike, and those the general path would accept on reading."""
+    stack: list[tuple[Any, int]] = [(value, budget)]
+    while stack:
+        item, left = stack.pop()
+        if left <= 0:
+            return False
+        if type(item) is dict:
+            for key in item:
+                if type(key) is not str:
+                    return False
+            children: Any = item.values()
+        else:
+            children = item
+        for child in children:
+            t = type(child)
+            if t is dict or t is list:
+                stack.append((child, left - 1))
+            elif t not in _PLAIN:
+                return False
+    return True
+
+
 def _frame0(
     id_: str,
     kind: str,
@@ -262,6 +302,7 @@ def _frame0(
     corr: str | None,
     seq: int,
     deadline: float | None,
+    headers: dict[str, Any] | None,
     wire_type: str,
     body: Any,
     small: int,
@@ -278,7 +319,7 @@ def _frame0(
                 corr,
                 seq,
                 deadline,
-                None,
+                headers,
                 wire_type,
                 body,
                 0,
@@ -292,9 +333,10 @@ def _frame0(
 # ------------------------------------------------------------------------- decode
 
 
-def decode_usual(frame0: Any, small: int) -> Envelope | None:
+def decode_usual(frame0: Any, limits: CodecLimits) -> Envelope | None:
     """The envelope in ``frame0`` (the message's only frame), or ``None`` if
-    it is not the usual message. ``small`` is ``CodecLimits._usual``."""
+    it is not the usual message (or is over ``limits._usual`` bytes)."""
+    small = limits._usual
     t = type(frame0)
     if t is memoryview:
         if frame0.nbytes > small or not frame0.c_contiguous:
@@ -312,7 +354,7 @@ def decode_usual(frame0: Any, small: int) -> Envelope | None:
             corr,
             seq,
             deadline,
-            _headers,
+            headers,
             type_,
             raw,
             announced,
@@ -320,6 +362,8 @@ def decode_usual(frame0: Any, small: int) -> Envelope | None:
     except _REFUSED:
         return None
     if version != WIRE_VERSION or announced or kind not in KINDS or not subject or seq < 0:
+        return None
+    if headers is not None and not _plain(headers, limits.max_depth):
         return None
     if type_:
         cls = lookup(type_)
@@ -348,4 +392,5 @@ def decode_usual(frame0: Any, small: int) -> Envelope | None:
         corr=corr,
         seq=seq,
         deadline=deadline,
+        headers=headers,
     )

@@ -465,7 +465,7 @@ class Node(NodeSupervision, NodeInbound):
             headers=headers,
         )
 
-    def _new_frames(
+    def new_frames(
         self,
         kind: str,
         subject: str,
@@ -527,7 +527,7 @@ class Node(NodeSupervision, NodeInbound):
             await cell.mailbox.put(message)
             return
         self._check_sending()
-        frames = self._new_frames(TELL, subject, message, sender)
+        frames = self.new_frames(TELL, subject, message, sender)
         if not self._outbox.try_send(subject, frames, None):
             await self._outbox.send(subject, frames, None)
 
@@ -538,12 +538,12 @@ class Node(NodeSupervision, NodeInbound):
             cell.mailbox.put_nowait(message)
             return
         self._check_sending()
-        self._outbox.send_nowait(subject, self._new_frames(TELL, subject, message, sender), None)
+        self._outbox.send_nowait(subject, self.new_frames(TELL, subject, message, sender), None)
 
     async def publish(self, topic: str, message: Any, *, sender: str | None = None) -> None:
         """Publish ``message`` to every subscriber of ``topic`` (through the transport)."""
         self._check_sending()
-        frames = self._new_frames(PUBLISH, topic, message, sender)
+        frames = self.new_frames(PUBLISH, topic, message, sender)
         if not self._outbox.try_send(topic, frames, None):
             await self._outbox.send(topic, frames, None)
 
@@ -580,7 +580,7 @@ class Node(NodeSupervision, NodeInbound):
             pending = self._pending
             pending[corr] = (future, subject, message)
             try:
-                frames = self._new_frames(ASK, subject, message, sender, reply_to, corr, deadline)
+                frames = self.new_frames(ASK, subject, message, sender, reply_to, corr, deadline)
                 if not outbox.try_send(subject, frames, reply_to):
                     await outbox.send(subject, frames, reply_to)
                 return await future
@@ -601,12 +601,12 @@ class Node(NodeSupervision, NodeInbound):
         frames: Sequence[Frame] | None = None
         if error is None:
             try:
-                frames = self._new_frames(REPLY, subject, result, call.subject, corr=call.corr)
+                frames = self.new_frames(REPLY, subject, result, call.subject, corr=call.corr)
             except (TypeError, ValueError) as exc:
                 error = exc
         if frames is None:
             body = {"type": type(error).__name__, "message": str(error)}
-            frames = self._new_frames(ERROR, subject, body, call.subject, corr=call.corr)
+            frames = self.new_frames(ERROR, subject, body, call.subject, corr=call.corr)
         outbox = self._outbox
         try:
             if not outbox.try_send(subject, frames, None):
@@ -728,7 +728,7 @@ class Node(NodeSupervision, NodeInbound):
         if self._state != "running" or subject == DEAD_LETTER_SUBJECT:
             return
         try:
-            frames = self._new_frames(PUBLISH, DEAD_LETTER_SUBJECT, letter, None)
+            frames = self.new_frames(PUBLISH, DEAD_LETTER_SUBJECT, letter, None)
             self._outbox.send_nowait(DEAD_LETTER_SUBJECT, frames, None)
         except MeshError:
             pass  # counted above; a flood of dead letters must not flood the outbox
