@@ -3,7 +3,8 @@
 Most messages a node sends are alike: no attachments, plain headers or
 none, a small frame 0, and a body that is a plain scalar or a *flat*
 ``@message`` (every field a ``str``, ``int``, ``float``, ``bool`` or
-``bytes``, or one of those ``| None``). For those, :func:`encode_usual`
+``bytes``, a ``list`` of one of the first four or a ``dict`` from ``str``
+to one, or one of those ``| None``). For those, :func:`encode_usual`
 and :func:`decode_usual` do in one msgspec call, with its type checks in
 C, what the general path of :mod:`synaptic_mesh.runtime.codec` does item
 by item in Python.
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["decode_usual", "encode_new", "encode_usual", "is_flat"]
 
 _FLAT_TYPES: Final = (str, int, float, bool, bytes)
+_ITEM_TYPES: Final = (str, int, float, bool)
+"""What a ``list[X]`` or ``dict[str, X]`` field of a flat message may hold."""
 _PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
 _REFUSED: Final = (
     msgspec.MsgspecError,
@@ -82,7 +85,7 @@ _encode = _ENCODER.encode
 class _Flat:
     """What the fast lane needs of one flat message class."""
 
-    __slots__ = ("decode", "fits", "name")
+    __slots__ = ("decode", "depth", "fits", "name")
 
     def __init__(self, cls: type, fields: list[tuple[str, Any]]) -> None:
         self.name: str = name_of(cls) or ""
@@ -97,22 +100,34 @@ class _Flat:
 
         self.decode: Callable[[msgspec.Raw], Any] = decode
         self.fits: Callable[[Any], bool] = _fits_function(cls, fields)
+        # the containers a message of it nests: its map, and a list or map in a field
+        self.depth: int = max((_depth(hint) for _, hint in fields), default=1)
 
 
 def _fits_function(cls: type, fields: list[tuple[str, Any]]) -> Callable[[Any], bool]:
-    """``fits(message)``: every field holds exactly its annotated type (the
-    general path would convert anything else), and each ``bytes`` is below
-    every attachment threshold, so it travels inline."""
+    """``fits(message)``: every field holds exactly its annotated type, item
+    types included (the general path would convert anything else), and each
+    ``bytes`` is below every attachment threshold, so it travels inline."""
     tests = []
     for name, hint in fields:
-        optional = hint is not _inner(hint)
-        tp = _inner(hint).__name__
-        test = f"type(m.{name}) is {tp}"
-        if tp == "bytes":
-            test += f" and len(m.{name}) < _att.min_threshold"
-        tests.append(f"(m.{name} is None or {test})" if optional else f"({test})")
+        inner = _inner(hint)
+        value = f"m.{name}"
+        origin, args = typing.get_origin(inner), typing.get_args(inner)
+        if origin is list:
+            test = f"type({value}) is list and set(map(type, {value})) <= _only_{args[0].__name__}"
+        elif origin is dict:
+            test = (
+                f"type({value}) is dict and set(map(type, {value})) <= _only_str "
+                f"and set(map(type, {value}.values())) <= _only_{args[1].__name__}"
+            )
+        else:
+            test = f"type({value}) is {inner.__name__}"
+            if inner is bytes:
+                test += f" and len({value}) < _att.min_threshold"
+        tests.append(f"({value} is None or {test})" if inner is not hint else f"({test})")
     source = "def fits(m):\n    return " + (" and ".join(tests) or "True") + "\n"
     namespace: dict[str, Any] = {"_att": _att}
+    namespace.update({f"_only_{t.__name__}": frozenset({t}) for t in _ITEM_TYPES})
     exec(compile(source, f"<fits {cls.__qualname__}>", "exec"), namespace)
     return namespace["fits"]  # type: ignore[no-any-return]
 
@@ -124,6 +139,20 @@ def _inner(hint: Any) -> Any:
         if len(args) == 1 and len(typing.get_args(hint)) == 2:
             return args[0]
     return hint
+
+
+def _depth(hint: Any) -> int | None:
+    """The containers a field of annotation ``hint`` nests, with the message's own map
+    (``CodecLimits.max_depth`` must allow it); ``None`` if the fast lane does not take it."""
+    inner = _inner(hint)
+    if inner in _FLAT_TYPES:
+        return 1
+    origin, args = typing.get_origin(inner), typing.get_args(inner)
+    if origin is list and len(args) == 1 and args[0] in _ITEM_TYPES:
+        return 2
+    if origin is dict and len(args) == 2 and args[0] is str and args[1] in _ITEM_TYPES:
+        return 2
+    return None
 
 
 def _flat_fields(cls: type) -> list[tuple[str, Any]] | None:
@@ -141,7 +170,7 @@ def _flat_fields(cls: type) -> list[tuple[str, Any]] | None:
     out = []
     for f in fields:
         hint = hints.get(f.name)
-        if f.name.startswith("_") or _inner(hint) not in _FLAT_TYPES:
+        if f.name.startswith("_") or _depth(hint) is None:
             return None
         out.append((f.name, hint))
     return out
@@ -180,7 +209,7 @@ def encode_usual(env: Envelope, limits: CodecLimits) -> bytes | None:
     checks. Sets ``env.type`` as the general path does.
     """
     body = env.body
-    wire_type = _wire_type(body)
+    wire_type = _wire_type(body, limits.max_depth)
     if wire_type is None:
         return None
     sender, reply_to, corr = env.sender, env.reply_to, env.corr
@@ -230,7 +259,7 @@ def encode_new(
     corr: str | None,
     seq: int,
     deadline: float | None,
-    small: int,
+    limits: CodecLimits,
 ) -> bytes | None:
     """:func:`encode_usual` of the envelope a node is making, without making it.
 
@@ -239,7 +268,7 @@ def encode_new(
     plus a timeout) are right by construction; the caller's ``subject``,
     ``sender`` and ``body`` are checked here.
     """
-    wire_type = _wire_type(body)
+    wire_type = _wire_type(body, limits.max_depth)
     if (
         wire_type is None
         or type(subject) is not str
@@ -249,11 +278,22 @@ def encode_new(
     ):
         return None
     return _frame0(
-        id_, kind, sender, subject, reply_to, corr, seq, deadline, None, wire_type, body, small
+        id_,
+        kind,
+        sender,
+        subject,
+        reply_to,
+        corr,
+        seq,
+        deadline,
+        None,
+        wire_type,
+        body,
+        limits._usual,
     )
 
 
-def _wire_type(body: Any) -> str | None:
+def _wire_type(body: Any, max_depth: int) -> str | None:
     """The wire type of a body the fast lane takes (``""`` for a plain scalar), else ``None``."""
     cls = type(body)
     if cls in _PLAIN:
@@ -265,7 +305,7 @@ def _wire_type(body: Any) -> str | None:
         flat = _flat(cls)
         if flat is None:
             return None
-    return flat.name if flat.fits(body) else None
+    return flat.name if flat.depth <= max_depth and flat.fits(body) else None
 
 
 def _plain(value: dict[str, Any], budget: int) -> bool:
@@ -368,7 +408,7 @@ def decode_usual(frame0: Any, limits: CodecLimits) -> Envelope | None:
     if type_:
         cls = lookup(type_)
         flat = _flat(cls) if cls is not None else None
-        if flat is None:
+        if flat is None or flat.depth > limits.max_depth:
             return None
         try:
             body = flat.decode(raw)

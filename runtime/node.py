@@ -493,9 +493,7 @@ class Node(NodeSupervision, NodeInbound):
             seq = self._seq[key] = self._seq.get(key, 0) + 1
         id_ = f"{self.id}.{next(self._ids)}"
         limits = self.codec_limits
-        frame0 = encode_new(
-            id_, kind, subject, body, sender, reply_to, corr, seq, deadline, limits._usual
-        )
+        frame0 = encode_new(id_, kind, subject, body, sender, reply_to, corr, seq, deadline, limits)
         if frame0 is not None:
             return [frame0]
         env = Envelope(

@@ -33,8 +33,6 @@ from synaptic_mesh.runtime.envelope import KINDS, WIRE_VERSION, Envelope
 from synaptic_mesh.runtime.errors import DecodeError
 from synaptic_mesh.runtime.messages import message
 
-USUAL = DEFAULT_LIMITS._usual
-
 
 @pytest.fixture(autouse=True, scope="module")
 def default_threshold() -> Iterator[None]:
@@ -53,6 +51,14 @@ class Flat:
     b: bool
     raw: bytes
     maybe: str | None
+
+
+@message(name="test_codec_fast.Lists")
+class Lists:
+    names: list[str]
+    scores: dict[str, float]
+    flags: list[bool] | None
+    counts: dict[str, int] | None
 
 
 @message(name="test_codec_fast.Empty")
@@ -77,7 +83,7 @@ class Checked:
 
 @message(name="test_codec_fast.Nested")
 class Nested:
-    items: list[int]
+    items: list[list[int]]
 
 
 @message(name="test_codec_fast.Hidden")
@@ -126,8 +132,16 @@ HEADER_VALUES = st.recursive(
 )
 HEADERS = st.none() | st.dictionaries(TEXT, HEADER_VALUES, max_size=3)
 PLAIN = st.none() | st.booleans() | INTS | FLOATS | TEXT | st.binary(max_size=300)
+LISTS = st.builds(
+    Lists,
+    names=st.lists(TEXT, max_size=4),
+    scores=st.dictionaries(TEXT, FLOATS, max_size=3),
+    flags=st.none() | st.lists(st.booleans(), max_size=3),
+    counts=st.none() | st.dictionaries(TEXT, INTS, max_size=3),
+)
 BODIES = (
     FLATS
+    | LISTS
     | PLAIN
     | st.just(Empty())
     | st.builds(Defaulted, TEXT, INTS)
@@ -233,7 +247,7 @@ def test_a_new_envelope_encodes_as_the_general_path_encodes_it(env: Envelope) ->
         env.corr,
         env.seq,
         env.deadline,
-        USUAL,
+        DEFAULT_LIMITS,
     )
     if fast is not None:
         assert [fast] == encode_general(_copy(env))
@@ -246,7 +260,10 @@ def test_a_new_envelope_encodes_as_the_general_path_encodes_it(env: Envelope) ->
 def test_a_new_envelope_with_a_wrong_part_takes_the_general_path(
     subject: Any, sender: Any, body: Any
 ) -> None:
-    assert encode_new("n.1", "tell", subject, body, sender, None, None, 1, None, USUAL) is None
+    assert (
+        encode_new("n.1", "tell", subject, body, sender, None, None, 1, None, DEFAULT_LIMITS)
+        is None
+    )
 
 
 def test_the_usual_message_takes_the_fast_lane() -> None:
@@ -267,6 +284,7 @@ def test_the_usual_message_takes_the_fast_lane() -> None:
     ("cls", "flat"),
     [
         (Flat, True),
+        (Lists, True),
         (Empty, True),
         (Defaulted, True),
         (Checked, True),
@@ -289,7 +307,11 @@ def test_which_classes_are_flat(cls: type, flat: bool) -> None:
         Envelope("n", "tell", "a", Flat("s", True, 2.0, True, b"", None)),  # bool in an int field
         Envelope("n", "tell", "a", Flat("s", 1, 2.0, True, bytearray(b"x"), None)),
         Envelope("n", "tell", "a", Flat("s", 1, 2.0, True, b"x" * (1 << 20), None)),
-        Envelope("n", "tell", "a", Nested([1, 2])),
+        Envelope("n", "tell", "a", Lists(["a", 1], {}, None, None)),  # type: ignore[list-item]
+        Envelope("n", "tell", "a", Lists(("a",), {}, None, None)),  # type: ignore[arg-type]
+        Envelope("n", "tell", "a", Lists([], {"x": 1}, None, None)),  # int in a float map
+        Envelope("n", "tell", "a", Lists([], {}, [1], None)),  # type: ignore[list-item]
+        Envelope("n", "tell", "a", Lists([], {}, None, {1: 1})),  # type: ignore[dict-item]
         Envelope("n", "tell", "a", 2**64),  # out of msgpack's range
         Envelope("n", "tell", "a", [1, 2]),
         Envelope("n", "tell", "a", {"k": 1}),
@@ -356,6 +378,7 @@ def items(body: Any, type_: str = "", **changes: Any) -> list[Any]:
 
 
 FLAT_MAP = {"s": "s", "i": 1, "f": 2.5, "b": True, "raw": b"r", "maybe": None}
+LISTS_MAP = {"names": ["a"], "scores": {"x": 1.5}, "flags": None, "counts": {"n": 2}}
 
 
 @pytest.mark.parametrize(
@@ -371,7 +394,12 @@ FLAT_MAP = {"s": "s", "i": 1, "f": 2.5, "b": True, "raw": b"r", "maybe": None}
         frame(items({"text": "t"}, "test_codec_fast.Defaulted")),  # a default filled in
         frame(items({"n": -1}, "test_codec_fast.Checked")),  # __post_init__ refuses it
         frame(items({"n": 1}, "test_codec_fast.Nowhere")),  # an unknown type
-        frame(items({"items": [1]}, "test_codec_fast.Nested")),  # not flat
+        frame(items({**LISTS_MAP, "names": ["a", 1]}, "test_codec_fast.Lists")),
+        frame(items({**LISTS_MAP, "names": ["a", b"b"]}, "test_codec_fast.Lists")),
+        frame(items({**LISTS_MAP, "flags": [1]}, "test_codec_fast.Lists")),
+        frame(items({**LISTS_MAP, "counts": {1: 1}}, "test_codec_fast.Lists")),
+        frame(items({**LISTS_MAP, "counts": {"a": True}}, "test_codec_fast.Lists")),
+        frame(items({"items": [[1]]}, "test_codec_fast.Nested")),  # not flat
         frame(items([1, [2]])),  # a plain container
         frame(items({1: 2})),  # a non-str key
         frame(items(1, headers={"h": msgpack.ExtType(3, b"x")})),
@@ -455,6 +483,25 @@ def test_plain_headers_take_the_fast_lane() -> None:
     assert frame0 is not None
     assert [frame0] == encode_general(_copy(env))
     assert decode_usual(frame0, DEFAULT_LIMITS) == env
+
+
+def test_containers_take_the_fast_lane_when_the_depth_limit_allows() -> None:
+    body = Lists(["a", "b"], {"x": 1.5}, [True], {"n": 2})
+    env = Envelope("n.1", "tell", "a.b", body, seq=1)
+    frame0 = encode_usual(_copy(env), DEFAULT_LIMITS)
+    assert frame0 is not None
+    assert decode_usual(frame0, DEFAULT_LIMITS) == decode_general([frame0])
+    flat_only = CodecLimits(max_depth=1)  # the message's own map, and nothing in it
+    assert encode_usual(_copy(env), flat_only) is None
+    assert decode_usual(frame0, flat_only) is None
+    with pytest.raises(DecodeError, match="deeper"):
+        decode([frame0], flat_only)
+    int_floats = frame(items({**LISTS_MAP, "scores": {"x": 1}}, "test_codec_fast.Lists"))
+    fast = decode_usual(int_floats, DEFAULT_LIMITS)
+    assert fast is not None
+    assert fast.body.scores == {"x": 1.0}
+    assert type(fast.body.scores["x"]) is float
+    assert_same(fast, decode_general([int_floats]))
 
 
 def test_an_int_deadline_becomes_a_float_on_both_paths() -> None:
