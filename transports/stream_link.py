@@ -85,7 +85,8 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._corked: list[Buffer] = []
         self._corked_bytes = 0
-        self._uncork_scheduled = False  # _turn_over is scheduled
+        self._uncork_scheduled = False  # _turn_over is due: scheduled, or ending a read
+        self._reading = False  # in buffer_updated: the turn's end is where it returns
         self._turn_end: list[Callable[[], None]] = []  # what at_turn_end asked for this turn
         self._receiver: Callable[[list[Buffer]], None] | None = None
         # parser state
@@ -151,13 +152,16 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
         of replies) are gathered and written together when the turn ends, or
         as soon as ``CORK_BYTES`` have gathered. A large message is written at
         once after what was gathered, without being joined (no copy).
+
+        A read of this link is a turn of its own, which ends where
+        ``buffer_updated`` returns: what it writes here (a reply, a credit)
+        is written there, with no loop callback to mark the turn's end.
         """
         transport = self._transport
         if self._closed or transport is None:
             raise self._closed_error()
         if not self._uncork_scheduled:  # first write of this turn: through, and mark the turn
-            self._uncork_scheduled = True
-            self._loop.call_soon(self._turn_over)
+            self._schedule_turn_over()
             for piece in pieces:
                 transport.write(piece)
             return
@@ -177,7 +181,12 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
         One callback of the loop serves both, where two would cost a loop trip each."""
         self._turn_end.append(callback)
         if not self._uncork_scheduled:
-            self._uncork_scheduled = True
+            self._schedule_turn_over()
+
+    def _schedule_turn_over(self) -> None:
+        """Make ``_turn_over`` due: at the end of the read in progress, else by the loop."""
+        self._uncork_scheduled = True
+        if not self._reading:
             self._loop.call_soon(self._turn_over)
 
     def _turn_over(self) -> None:
@@ -340,8 +349,20 @@ class StreamLink(LinkEnd, asyncio.BufferedProtocol):
             self._frame_done()
         else:
             self._end += nbytes
-        if not self._closed:
+        if self._closed:
+            return
+        if self._uncork_scheduled:  # a turn over is on its way: it ends this turn
             self._parse()
+            return
+        # This read is a turn of its own, which ends here: what it writes to this link
+        # (a reply, a credit) is gathered and written on return, with no loop callback.
+        self._reading = True
+        try:
+            self._parse()
+        finally:
+            self._reading = False
+            if self._uncork_scheduled:
+                self._turn_over()
 
     # -- parser -----------------------------------------------------------------
 

@@ -340,6 +340,50 @@ async def test_what_a_turn_gathers_leaves_in_one_write_when_the_turn_ends() -> N
         assert a.link_stats(b.id).batches_sent == 2
 
 
+async def test_what_a_read_sends_back_leaves_before_the_read_returns() -> None:
+    """A reply sent while a read is handled is written by the end of that read's callback,
+    the MSGS gathered behind the first one included: no loop turn goes by first."""
+    async with tcp_nodes("tcp://127.0.0.1:0", "tcp://127.0.0.1:0?peers={0}") as (a, b):
+        back = Collector()
+        await a.subscribe("turn.back", back)
+
+        @eager_handler
+        def echo(subject: str, frames: Any, reply_to: str | None) -> Any:
+            assert b.publish_now("turn.back", [bytes(frames[0])])
+            return DONE
+
+        await b.subscribe("turn.echo", echo)
+        await until(lambda: bool(a.peers_serving("turn.echo") and b.peers_serving("turn.back")))
+        (state,) = b._interest.links
+        link, sock = state.link, state.link._transport
+        reading = False
+        writes: list[bool] = []  # per socket write: was b's link inside its read callback?
+        write, buffer_updated = sock.write, link.buffer_updated
+
+        def counted(data: Any) -> None:
+            writes.append(reading)
+            write(data)
+
+        def read(nbytes: int) -> None:
+            nonlocal reading
+            reading = True
+            try:
+                buffer_updated(nbytes)
+            finally:
+                reading = False
+
+        sock.write, link.buffer_updated = counted, read
+        try:
+            for i in range(40):  # one turn: a MSG, then a MSGS
+                assert a.publish_now("turn.echo", [b"%d" % i])
+            await until(lambda: len(back.got) == 40, what="every echo back")
+        finally:
+            sock.write, link.buffer_updated = write, buffer_updated
+        assert back.payloads == [b"%d" % i for i in range(40)]
+        assert writes
+        assert all(writes), writes
+
+
 async def test_a_delivery_that_waits_inside_a_msgs_holds_the_rest_of_it_in_order(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
