@@ -125,8 +125,6 @@ class Dispatcher:
         before any other message, so the actor still handles one message at a
         time, in order.
         """
-        if asyncio.current_task() is not None:  # delivered from a task (a reader's): queue it
-            return False
         task = self._drainer
         mailbox = self.mailbox
         if (
@@ -137,9 +135,12 @@ class Dispatcher:
             or mailbox.system
         ):
             return False
+        # (``current_task`` without its loop asks for the running one, a getpid() call)
+        loop = task.get_loop()
+        if asyncio.current_task(loop) is not None:  # delivered from a task (a reader's): queue
+            return False
         handler = self.table.get(item.__class__)
         coro = self._slow(self.actor, item) if handler is None else self._by_class(handler, item)
-        loop = task.get_loop()
         _enter_task(loop, task)
         try:
             yielded = self._context.run(coro.send, None)  # type: ignore[union-attr]
