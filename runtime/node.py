@@ -434,6 +434,15 @@ class Node(NodeSupervision, NodeInbound):
 
     # -- sending ---------------------------------------------------------------
 
+    def _stamp(self, kind: str, subject: str, sender: str | None) -> tuple[str, int]:
+        """A new message's id (unique) and ``seq`` (per sender and subject)."""
+        if kind in _ANSWERS:
+            seq = 1  # a one-time subject (an inbox slot): a counter would never be reused
+        else:
+            key = (sender, subject)
+            seq = self._seq[key] = self._seq.get(key, 0) + 1
+        return f"{self.id}.{next(self._ids)}", seq
+
     def make_envelope(
         self,
         kind: str,
@@ -447,13 +456,9 @@ class Node(NodeSupervision, NodeInbound):
         headers: dict[str, Any] | None = None,
     ) -> Envelope:
         """A new envelope from this node (unique id, ``seq`` per sender and subject)."""
-        if kind in _ANSWERS:
-            seq = 1  # a one-time subject (an inbox slot): a counter would never be reused
-        else:
-            key = (sender, subject)
-            seq = self._seq[key] = self._seq.get(key, 0) + 1
+        id_, seq = self._stamp(kind, subject, sender)
         return Envelope(
-            f"{self.id}.{next(self._ids)}",
+            id_,
             kind,
             subject,
             body,
@@ -486,12 +491,7 @@ class Node(NodeSupervision, NodeInbound):
                     kind, subject, body, sender, reply_to=reply_to, corr=corr, deadline=deadline
                 ),
             )
-        if kind in _ANSWERS:
-            seq = 1
-        else:
-            key = (sender, subject)
-            seq = self._seq[key] = self._seq.get(key, 0) + 1
-        id_ = f"{self.id}.{next(self._ids)}"
+        id_, seq = self._stamp(kind, subject, sender)
         limits = self.codec_limits
         frame0 = encode_new(id_, kind, subject, body, sender, reply_to, corr, seq, deadline, limits)
         if frame0 is not None:
