@@ -521,3 +521,47 @@ def test_a_class_refusing_its_fields_is_reported_by_the_general_path() -> None:
 def test_flat_views_are_cached_per_class() -> None:
     assert codec_fast._flat(Flat) is codec_fast._flat(Flat)
     assert codec_fast._flat(Nested) is None
+
+
+def test_the_codec_sends_the_usual_message_through_the_fast_lane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``encode`` and ``decode`` (as links hand frames over: a list or a tuple) never reach
+    the general path for the usual message."""
+    from synaptic_mesh.runtime import codec
+
+    env = Envelope("n.1", "tell", "a.b", Flat("s", 1, 2.5, True, b"x", None), seq=1)
+    (frame0,) = encode_general(_copy(env))
+    env.type = "test_codec_fast.Flat"  # as encoding sets it
+
+    def general(*args: Any) -> Any:
+        raise AssertionError("the general path was taken")
+
+    monkeypatch.setattr(codec, "encode_general", general)
+    monkeypatch.setattr(codec, "decode_general", general)
+    assert encode(_copy(env)) == [frame0]
+    assert decode([frame0]) == env
+    assert decode((frame0,)) == env
+
+
+def test_a_node_encodes_its_usual_sends_from_their_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Node.new_frames`` makes no envelope and calls no codec for the usual message; its
+    frame decodes to what ``make_envelope`` would have made."""
+    from synaptic_mesh.runtime import codec
+    from synaptic_mesh.runtime.node import Node
+
+    node = Node("tcp://127.0.0.1:0", name="fast")
+    body = Flat("s", 1, 2.5, True, b"x", None)
+
+    def general(*args: Any) -> Any:
+        raise AssertionError("the codec's general entry was taken")
+
+    monkeypatch.setattr(codec, "encode", general)
+    (frame0,) = node.new_frames("ask", "a.b", body, "me", "_INBOX.fast.7", "7", 12.5)
+    env = decode([frame0])
+    assert (env.kind, env.subject, env.body, env.sender) == ("ask", "a.b", body, "me")
+    assert (env.reply_to, env.corr, env.deadline, env.seq) == ("_INBOX.fast.7", "7", 12.5, 1)
+    assert env.id.startswith(f"{node.id}.")
+    monkeypatch.undo()
+    (again,) = node.new_frames("ask", "a.b", Nested([[1]]), "me")  # not flat: the codec
+    assert decode([again]).seq == 2
