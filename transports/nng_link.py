@@ -33,10 +33,13 @@ does a writer task wait for the send descriptor, and later sends queue behind
 it in order. A receive takes what NNG buffered and waits
 on the receive descriptor only when nothing is, so a burst is read without a
 wake-up per message and no Python code runs in NNG's threads on the data
-path. ``send`` waits while more than ``high_water`` bytes queue in this
-process; ``send_nowait`` (control messages) never waits, but a backlog
-beyond ``CONTROL_BACKLOG`` bytes means the peer stopped reading and aborts
-the link.
+path. Once the router sets a receiver (``set_receiver``), the receive
+descriptor stays watched and its reader callback hands each message NNG
+holds to the receiver: no reader task to wake, and no watch added and
+removed (two ``epoll_ctl`` calls) per message. ``send`` waits while more
+than ``high_water`` bytes queue in this process; ``send_nowait`` (control
+messages) never waits, but a backlog beyond ``CONTROL_BACKLOG`` bytes means
+the peer stopped reading and aborts the link.
 
 Receiving: a message under ``BIG_MESSAGE`` bytes is copied out of the NNG
 message, each frame a ``bytes`` of its own (at that size a copy is cheaper
@@ -62,7 +65,7 @@ import contextlib
 import logging
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pynng
@@ -215,6 +218,8 @@ class NngLink(LinkEnd):
         self._send_fd: int = sock.send_fd
         self._recv_waiter: asyncio.Future[None] | None = None
         self._send_waiter: asyncio.Future[None] | None = None
+        self._receiver: Callable[[list[Buffer]], None] | None = None
+        self._watching = False  # the receive descriptor is watched for the receiver
         sock.add_post_pipe_remove_cb(self._pipe_removed)
         if all(pipe.id != pipe_id for pipe in sock.pipes):  # gone before we listened for it
             self._pipe_gone()
@@ -323,7 +328,58 @@ class NngLink(LinkEnd):
             if not self._socket_closed:
                 self._loop.remove_reader(self._recv_fd)
 
+    def set_receiver(self, receiver: Callable[[list[Buffer]], None]) -> bool:
+        """Hand every message to ``receiver`` from the receive descriptor's reader callback.
+
+        The descriptor stays watched from now on: no watch added and removed
+        (two ``epoll_ctl`` calls) and no reader task woken per message. What
+        NNG already holds is handed over first, here.
+        """
+        self._receiver = receiver
+        if not self._socket_closed:
+            self._loop.add_reader(self._recv_fd, self._readable)
+            self._watching = True
+        self._readable()
+        return True
+
+    def _readable(self) -> None:
+        """Hand the receiver every message NNG holds (and those kept when the pipe went)."""
+        receiver = self._receiver
+        assert receiver is not None
+        leftover, msg_p, socket_id = self._leftover, self._msg_p, self._socket_id
+        while not self._closed or leftover:
+            if leftover:
+                msg = leftover.popleft()
+            elif self._socket_closed:
+                return
+            else:
+                rv = lib.nng_recvmsg(socket_id, msg_p, lib.NNG_FLAG_NONBLOCK)
+                if rv == lib.NNG_EAGAIN:
+                    return
+                if rv:
+                    self._gone(f"receive failed: {_error_text(rv)}")
+                    return
+                msg = msg_p[0]
+            try:
+                frames = decode(msg, self.limits)
+            except LinkProtocolError as exc:
+                self._fail(exc.reason)
+                return
+            if frames is None:
+                self._gone("connection closed by the peer")
+                self.abort("connection closed by the peer")
+                return
+            receiver(frames)
+        if self._watching and not self._socket_closed:
+            # closed by this node, lingering: nothing more is read (as recv would not), and
+            # a readable descriptor left watched would call back on every loop iteration
+            self._watching = False
+            self._loop.remove_reader(self._recv_fd)
+
     async def recv(self) -> list[Buffer]:
+        if self._receiver is not None:  # messages go to the receiver: only the end is left
+            await asyncio.shield(self._done)
+            raise self._closed_error()
         while True:
             if self._leftover:
                 msg = self._leftover.popleft()
@@ -399,6 +455,9 @@ class NngLink(LinkEnd):
         self._pending_bytes = 0
         if not self._socket_closed:
             self._socket_closed = True
+            if self._watching:  # stop watching before NNG closes the descriptor
+                self._watching = False
+                self._loop.remove_reader(self._recv_fd)
             for fd, waiter in (
                 (self._recv_fd, self._recv_waiter),
                 (self._send_fd, self._send_waiter),
@@ -440,6 +499,8 @@ class NngLink(LinkEnd):
         if not self._socket_closed and self._closer is None:  # after our own close: unread
             while lib.nng_recvmsg(self._socket_id, self._msg_p, lib.NNG_FLAG_NONBLOCK) == 0:
                 self._leftover.append(self._msg_p[0])
+            if self._receiver is not None:
+                self._readable()
         self._gone(
             "connection closed: the peer hung up, or NNG refused a message over "
             f"recv_max_size ({recv_max_size(self.limits)} bytes) and dropped the pipe"
@@ -450,6 +511,9 @@ class NngLink(LinkEnd):
     def _gone(self, reason: str) -> None:
         if not self._closed:
             self._set_closed(reason)
+        if self._receiver is not None and (self._closer is None or self._closer.done()):
+            # no reader calls recv() to learn of it: close the socket, which ends wait_closed
+            self._shutdown()
 
     def _fail(self, reason: str) -> None:
         """Malformed input or a stuck peer: log, abort, and make ``recv`` raise."""

@@ -189,6 +189,48 @@ async def test_link_carries_multipart_messages_intact_in_order_then_closes_grace
         assert connector.live == set()
 
 
+@pytest.mark.parametrize("scheme", ["tcp", "ipc"])
+async def test_a_receiver_gets_every_message_in_order_from_the_descriptor_callback(
+    scheme: str,
+) -> None:
+    """With ``set_receiver``, messages (those already waiting first) reach the receiver from
+    the receive descriptor's reader callback, with no task; the peer's close ends the link."""
+    async with directory() as path:
+        connector = NngConnector(scheme, LinkLimits(max_frames=8), 2.0)
+        accepted: list[Any] = []
+        address = "127.0.0.1:0" if scheme == "tcp" else f"{path}/n.sock"
+        listener = await connector.listen(address, accepted.append)
+        link = await connector.dial(listener.address, 2.0)
+        await until(lambda: accepted, what="link accepted")
+        server = accepted[0]
+        for i in range(3):  # waiting in NNG before the receiver is set
+            await link.send([b"early %d" % i])
+        await asyncio.sleep(0.05)
+        got: list[list[bytes]] = []
+        tasks: list[asyncio.Task[Any] | None] = []
+
+        def receiver(frames: list[Any]) -> None:
+            tasks.append(asyncio.current_task())
+            got.append([bytes(f) for f in frames])
+
+        assert server.set_receiver(receiver)
+        assert got == [[b"early 0"], [b"early 1"], [b"early 2"]]
+        later = [[b"header", b"body %d" % i] for i in range(500)]  # beyond NNG's buffer
+        for frames in later:
+            await link.send(frames)
+        await until(lambda: len(got) == 503, what="every message")
+        assert got[3:] == later
+        assert set(tasks[3:]) == {None}  # from a loop callback, not a reader task
+        link.close()
+        await asyncio.wait_for(server.wait_closed(), 3)  # no recv() needed to notice
+        with pytest.raises(LinkClosed, match="closed by the peer"):
+            await server.recv()
+        await asyncio.wait_for(link.wait_closed(), 3)
+        assert link.socket_closed and server.socket_closed
+        await listener.close()
+        assert connector.live == set()
+
+
 async def test_a_burst_goes_to_nng_in_one_go_after_its_first_message() -> None:
     async with directory() as path:
         connector = NngConnector("ipc", LinkLimits(max_frames=8), 2.0)
