@@ -60,7 +60,7 @@ from .attachments import (
     set_resolver,
 )
 from .codec_fast import decode_usual, encode_usual
-from .envelope import KINDS, WIRE_VERSION, Envelope
+from .envelope import KINDS, WIRE_VERSION, Envelope, as_nodes_make_it
 from .errors import DecodeError
 from .message_schema import (
     FieldError,
@@ -353,20 +353,7 @@ def _raise_encode(exc: FieldError, owner: str) -> NoReturn:
 
 
 def _check_envelope(env: Envelope, limits: CodecLimits) -> None:
-    sender, reply_to, corr, seq = env.sender, env.reply_to, env.corr, env.seq
-    if (  # the envelope as a node makes it: exact types, no headers; else check each field
-        type(env.id) is str
-        and env.kind in KINDS
-        and type(env.subject) is str
-        and env.subject
-        and (sender is None or type(sender) is str)
-        and (reply_to is None or type(reply_to) is str)
-        and (corr is None or type(corr) is str)
-        and type(seq) is int
-        and seq >= 0
-        and (env.deadline is None or type(env.deadline) is float)
-        and env.headers is None
-    ):
+    if env.headers is None and as_nodes_make_it(env):  # else check each field, to say why
         return
     if not isinstance(env.id, str):
         raise TypeError(f"envelope id must be str, got {describe(env.id)}")
@@ -518,12 +505,15 @@ def decode(
     copy); the frames no reference names become ``env.attachments``, as a tuple
     of the same buffer objects, not copies.
 
-    The usual message takes the fast lane (:mod:`.codec_fast`, which never
-    raises); everything else the general path (:func:`decode_general`).
+    The usual message takes the fast lane (:mod:`.codec_fast`); everything
+    else the general path (:func:`decode_general`).
     """
     t = type(frames)
     if (t is tuple or t is list) and len(frames) == 1:  # as links hand them over
-        env = decode_usual(frames[0], limits)
+        try:
+            env = decode_usual(frames[0], limits)
+        except Exception:  # it declines rather than raises; should it raise, the general
+            env = None  # path, the one that reports errors, decides
         if env is not None:
             return env
     return decode_general(frames, limits)

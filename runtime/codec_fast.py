@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from . import attachments as _att
-from .envelope import KINDS, WIRE_VERSION, Envelope
+from .envelope import KINDS, WIRE_VERSION, Envelope, as_nodes_make_it
 from .messages import is_message, lookup, name_of
 
 if TYPE_CHECKING:
@@ -212,20 +212,10 @@ def encode_usual(env: Envelope, limits: CodecLimits) -> bytes | None:
     wire_type = _wire_type(body, limits.max_depth)
     if wire_type is None:
         return None
-    sender, reply_to, corr = env.sender, env.reply_to, env.corr
-    seq, deadline, headers = env.seq, env.deadline, env.headers
+    headers = env.headers
     if not (
         (env.type == wire_type or not env.type)
-        and type(env.id) is str
-        and env.kind in KINDS
-        and type(env.subject) is str
-        and env.subject
-        and (sender is None or type(sender) is str)
-        and (reply_to is None or type(reply_to) is str)
-        and (corr is None or type(corr) is str)
-        and type(seq) is int
-        and seq >= 0
-        and (deadline is None or type(deadline) is float)
+        and as_nodes_make_it(env)
         and (headers is None or (type(headers) is dict and _plain(headers, limits.max_depth)))
         and not env.attachments
     ):
@@ -233,12 +223,12 @@ def encode_usual(env: Envelope, limits: CodecLimits) -> bytes | None:
     frame0 = _frame0(
         env.id,
         env.kind,
-        sender,
+        env.sender,
         env.subject,
-        reply_to,
-        corr,
-        seq,
-        deadline,
+        env.reply_to,
+        env.corr,
+        env.seq,
+        env.deadline,
         headers,
         wire_type,
         body,

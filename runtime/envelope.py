@@ -73,5 +73,31 @@ class Envelope(_Addressed, kw_only=True):
         )
 
 
+def as_nodes_make_it(env: Envelope) -> bool:
+    """Whether ``env``'s id, kind, subject, sender, reply_to, corr, seq and deadline are
+    what a node gives them: exact types, a known kind, a non-empty subject, a seq of at
+    least 0. The codec then need not check them one by one (headers, type, body and
+    attachments are for the caller to judge)."""
+    sender, reply_to, corr, seq, deadline = (
+        env.sender,
+        env.reply_to,
+        env.corr,
+        env.seq,
+        env.deadline,
+    )
+    return (
+        type(env.id) is str
+        and env.kind in KINDS
+        and type(env.subject) is str
+        and env.subject != ""
+        and (sender is None or type(sender) is str)
+        and (reply_to is None or type(reply_to) is str)
+        and (corr is None or type(corr) is str)
+        and type(seq) is int
+        and seq >= 0
+        and (deadline is None or type(deadline) is float)
+    )
+
+
 FIELDS: Final = Envelope.__struct_fields__
 """The envelope's field names, in order."""

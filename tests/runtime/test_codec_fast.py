@@ -565,3 +565,20 @@ def test_a_node_encodes_its_usual_sends_from_their_parts(monkeypatch: pytest.Mon
     monkeypatch.undo()
     (again,) = node.new_frames("ask", "a.b", Nested([[1]]), "me")  # not flat: the codec
     assert decode([again]).seq == 2
+
+
+def test_should_the_fast_lane_raise_the_general_path_decides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from synaptic_mesh.runtime import codec
+
+    env = Envelope("n.1", "tell", "a.b", 5, seq=1)
+    (frame0,) = encode_general(_copy(env))
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a fault in the fast lane")
+
+    monkeypatch.setattr(codec, "decode_usual", broken)
+    assert decode([frame0]) == env
+    with pytest.raises(DecodeError, match="truncated"):
+        decode([frame0[:-1]])
